@@ -1,0 +1,9 @@
+//! The capability model: what a guest may reach. Deny by default.
+//!
+//! - [`dirs`]: directory grants (`--dir HOST:GUEST[:ro]`).
+//! - [`net`]: socket allow-lists (`--net-connect`, `--net-listen`).
+//! - [`identity`]: never more file access than the container's user.
+
+pub mod dirs;
+pub mod identity;
+pub mod net;

@@ -1,0 +1,53 @@
+//! `berth` command-line interface (clap derive).
+mod compile;
+mod logging;
+mod run;
+mod size;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status when berth itself fails (as docker and podman use it).
+pub const EXIT_BERTH_ERROR: i32 = 125;
+
+#[derive(Parser, Debug)]
+#[command(name = "berth", version, about = "Run WebAssembly modules and components as capability-scoped containers")]
+struct Cli {
+    /// Log output format (filter with BERTH_LOG, e.g. BERTH_LOG=debug).
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a wasm module or component, or an OCI bundle.
+    Run(run::RunArgs),
+    /// Precompile modules into the cache (or to a file with -o).
+    Compile(compile::CompileArgs),
+}
+
+/// Runs the command line; returns the process exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_BERTH_ERROR } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    logging::init(cli.log_format);
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Compile(args) => compile::compile(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::debug!(error = ?e, "command failed");
+            eprintln!("berth: error: {e:#}");
+            EXIT_BERTH_ERROR
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! `berth run`: a module or component file, or an OCI bundle.
+use super::size::parse_size;
+use anyhow::{bail, Context, Result};
+use berth_host::caps::{dirs, identity, net::NetPolicy};
+use berth_host::oci::{annotations, bundle, entry};
+use berth_host::plan::{CpuQuota, Entrypoint, ModuleSource, RunPlan};
+use berth_host::wasm::{cache::Cache, EngineOptions, Exit, Interrupt, Reason, Runtime, WasmEngine};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Exit status: the guest's code; 134 on a trap; 128+N when stopped by signal N; \
+124 on timeout; 125 when berth fails.")]
+pub struct RunArgs {
+    /// Run an OCI runtime bundle (config.json + rootfs/) instead of a file.
+    #[arg(long, value_name = "DIR")]
+    bundle: Option<PathBuf>,
+    /// Grant a host directory: HOST:GUEST[:ro]. Repeatable.
+    #[arg(long = "dir", value_name = "HOST:GUEST[:ro]")]
+    dirs: Vec<String>,
+    /// Set a guest environment variable (KEY alone passes the host's value). Repeatable.
+    #[arg(long = "env", short = 'e', value_name = "KEY[=VALUE]")]
+    env: Vec<String>,
+    /// Allow outgoing connections: [tcp/|udp/]CIDR:PORT[-PORT], comma-separated or repeated.
+    #[arg(long, value_name = "RULE")]
+    net_connect: Vec<String>,
+    /// Allow binding and listening: [tcp/|udp/]CIDR:PORT[-PORT], comma-separated or repeated.
+    #[arg(long, value_name = "RULE")]
+    net_listen: Vec<String>,
+    /// Allow DNS lookups (wasi:sockets/ip-name-lookup).
+    #[arg(long)]
+    net_lookup: bool,
+    /// Cap on the guest's linear memory plus tables, e.g. 64MiB.
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// CPU share of one core, e.g. 0.5.
+    #[arg(long, value_name = "CPUS")]
+    cpus: Option<f64>,
+    /// Wall-clock limit, e.g. 5s or 2m; exit status 124 when it runs out.
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    /// Refuse modules larger than this before compiling.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    max_module_size: String,
+    /// Allow running precompiled (.cwasm) files: they are trusted machine code.
+    #[arg(long)]
+    allow_precompiled: bool,
+    /// Do not read or write the precompile cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// MODULE[#EXPORT] and the guest's arguments.
+    #[arg(value_name = "MODULE[#EXPORT] [ARGS]", trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+pub fn run(args: RunArgs) -> Result<i32> {
+    let max_module = parse_size(&args.max_module_size).map_err(anyhow::Error::msg).context("--max-module-size")?;
+    let plan = match &args.bundle {
+        Some(dir) => bundle_plan(&args, dir)?,
+        None => file_plan(&args)?,
+    };
+    tracing::debug!(plan = ?plan, "run plan");
+    let engine = WasmEngine::new(&EngineOptions::single())?;
+    let cache = if args.no_cache { Cache::disabled() } else { Cache::new(berth_host::paths::cache_dir()) };
+    let runtime = Runtime::new(engine, cache, max_module);
+    let prepared = runtime.prepare(&plan)?;
+    tracing::debug!(module = %plan.entrypoint.source, kind = ?prepared.kind(), cache_hit = prepared.info.cache_hit, "loaded");
+    if let Some(user) = &plan.user {
+        identity::assume(user)?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let interrupt = Interrupt::new();
+    let (exit, usage) = rt.block_on(async {
+        forward_signals(&interrupt)?;
+        runtime.run(&prepared, &plan, &interrupt).await.map_err(anyhow::Error::from)
+    })?;
+    tracing::debug!(exit = ?exit, memory_bytes = usage.memory_bytes, table_bytes = usage.table_bytes, refused_growth = usage.refused, "guest finished");
+    match &exit {
+        Exit::Trap(msg) => eprintln!("berth: {} trapped (exit status {}):\n{msg}", plan.name, exit.status()),
+        Exit::Stopped(Reason::Timeout) => {
+            eprintln!("berth: {} stopped: timeout of {} reached", plan.name, humantime::format_duration(plan.limits.timeout.unwrap_or_default()))
+        }
+        Exit::Stopped(Reason::Signal(s)) => tracing::info!(signal = s, "guest stopped by signal"),
+        Exit::Code(_) => {}
+    }
+    // The runtime's blocking stdio threads may still hold output.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    Ok(exit.status())
+}
+
+/// SIGINT and SIGTERM stop the guest (exit 130 / 143).
+fn forward_signals(interrupt: &Interrupt) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    for (kind, num) in [(SignalKind::interrupt(), libc::SIGINT), (SignalKind::terminate(), libc::SIGTERM)] {
+        let mut s = signal(kind).context("installing signal handlers")?;
+        let interrupt = interrupt.clone();
+        tokio::spawn(async move {
+            if s.recv().await.is_some() {
+                interrupt.trigger(Reason::Signal(num));
+            }
+        });
+    }
+    Ok(())
+}
+
+fn file_plan(args: &RunArgs) -> Result<RunPlan> {
+    let Some((target, guest_args)) = args.command.split_first() else {
+        bail!("no module given; usage: berth run [OPTIONS] MODULE[#EXPORT] [ARGS]... or berth run --bundle DIR");
+    };
+    let (path, export) = entry::split_export(target, |p| Path::new(p).exists());
+    let mut plan = RunPlan {
+        name: Path::new(&path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.clone()),
+        entrypoint: Entrypoint { source: ModuleSource::File(PathBuf::from(&path)), export },
+        args: std::iter::once(path).chain(guest_args.iter().cloned()).collect(),
+        allow_precompiled: args.allow_precompiled,
+        ..Default::default()
+    };
+    for d in &args.dirs {
+        plan.preopens.push(dirs::parse_dir(d)?);
+    }
+    for e in &args.env {
+        match e.split_once('=') {
+            Some((k, v)) if !k.is_empty() => plan.env.push((k.to_string(), v.to_string())),
+            Some(_) => bail!("invalid --env {e:?}: the name is empty; use KEY=VALUE"),
+            None => match std::env::var(e) {
+                Ok(v) => plan.env.push((e.clone(), v)),
+                Err(_) => tracing::debug!(name = %e, "--env names a variable the host does not have; not set"),
+            },
+        }
+    }
+    let mut net = NetPolicy { name_lookup: args.net_lookup, ..Default::default() };
+    for r in &args.net_connect {
+        NetPolicy::parse_list(r, &mut net.connect).context("--net-connect")?;
+    }
+    for r in &args.net_listen {
+        NetPolicy::parse_list(r, &mut net.listen).context("--net-listen")?;
+    }
+    plan.net = net;
+    apply_limits(args, &mut plan)?;
+    Ok(plan)
+}
+
+fn bundle_plan(args: &RunArgs, dir: &Path) -> Result<RunPlan> {
+    if !args.command.is_empty() {
+        bail!("--bundle takes its command from config.json (process.args); remove {:?}", args.command.join(" "));
+    }
+    let grants = !args.dirs.is_empty() || !args.env.is_empty() || !args.net_connect.is_empty() || !args.net_listen.is_empty() || args.net_lookup;
+    if grants {
+        bail!("--dir, --env and --net-* cannot be combined with --bundle; grant them in config.json (mounts, process.env, berth.dev/net-* annotations)");
+    }
+    let mut plan = bundle::plan_from_bundle(dir)?;
+    plan.allow_precompiled = args.allow_precompiled;
+    apply_limits(args, &mut plan)?;
+    Ok(plan)
+}
+
+/// `--memory`, `--cpus` and `--timeout` (they override a bundle's limits).
+fn apply_limits(args: &RunArgs, plan: &mut RunPlan) -> Result<()> {
+    if let Some(m) = &args.memory {
+        plan.limits.memory_bytes = Some(parse_size(m).map_err(anyhow::Error::msg).context("--memory")?);
+    }
+    if let Some(c) = args.cpus {
+        if !(c.is_finite() && c > 0.0) {
+            bail!("--cpus {c} must be a positive number of cores, e.g. 0.5");
+        }
+        plan.limits.cpu = Some(CpuQuota { quota_us: (c * 100_000.0) as u64, period_us: 100_000 });
+    }
+    if let Some(t) = &args.timeout {
+        plan.limits.timeout = Some(
+            annotations::parse_duration(t).with_context(|| format!("--timeout {t:?} is not a duration; use e.g. 5s, 500ms or 2m"))?,
+        );
+    }
+    Ok(())
+}
+

@@ -1,0 +1,12 @@
+//! berth-host: the berth WebAssembly container engine.
+//!
+//! Data flows one way: container or CLI input -> [`plan::RunPlan`] ->
+//! runtime ([`wasm`]) -> exit status. `RunPlan` is plain serde data; the
+//! runtimes never read `config.json` themselves. Every wasmtime type stays
+//! inside [`wasm`].
+
+pub mod caps;
+pub mod oci;
+pub mod paths;
+pub mod plan;
+pub mod wasm;

@@ -1,0 +1,9 @@
+//! The `berth` command. Exit status: the guest's own code; 134 when the
+//! guest traps; 128+N when stopped by signal N (130 SIGINT, 143 SIGTERM);
+//! 124 when its timeout runs out; 125 when berth itself fails (bad flags,
+//! bad input) before or instead of running the guest.
+mod cli;
+
+fn main() {
+    std::process::exit(cli::main());
+}

@@ -1,0 +1,81 @@
+//! berth's own annotations (`berth.dev/...`).
+use crate::caps::net::{NetPolicy, RuleError};
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub const NET_CONNECT: &str = "berth.dev/net-connect";
+pub const NET_LISTEN: &str = "berth.dev/net-listen";
+pub const NET_LOOKUP: &str = "berth.dev/net-lookup";
+pub const TIMEOUT: &str = "berth.dev/timeout";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnnotationError {
+    #[error("annotation {key}: {source}")]
+    Net {
+        key: &'static str,
+        #[source]
+        source: RuleError,
+    },
+    #[error("annotation {key}={value:?} is not a duration; use e.g. 30s, 500ms or 2m")]
+    Duration { key: &'static str, value: String },
+    #[error("annotation {key}={value:?} is not a boolean; use true or false")]
+    Bool { key: &'static str, value: String },
+}
+
+/// Reads the network policy from `berth.dev/net-*` annotations.
+pub fn net_policy(a: &HashMap<String, String>) -> Result<NetPolicy, AnnotationError> {
+    let mut p = NetPolicy::default();
+    for (key, out) in [(NET_CONNECT, &mut p.connect), (NET_LISTEN, &mut p.listen)] {
+        if let Some(v) = a.get(key) {
+            NetPolicy::parse_list(v, out).map_err(|source| AnnotationError::Net { key, source })?;
+        }
+    }
+    if let Some(v) = a.get(NET_LOOKUP) {
+        p.name_lookup = parse_bool(v).ok_or_else(|| AnnotationError::Bool { key: NET_LOOKUP, value: v.clone() })?;
+    }
+    Ok(p)
+}
+
+/// Reads `berth.dev/timeout`.
+pub fn timeout(a: &HashMap<String, String>) -> Result<Option<Duration>, AnnotationError> {
+    a.get(TIMEOUT)
+        .map(|v| parse_duration(v).ok_or_else(|| AnnotationError::Duration { key: TIMEOUT, value: v.clone() }))
+        .transpose()
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h 5m`; a bare number is seconds.
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(v).ok().filter(|d| !d.is_zero())
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_annotations() {
+        let mut a = HashMap::new();
+        a.insert(NET_CONNECT.to_string(), "127.0.0.1/32:80,udp/10.0.0.0/8:53".to_string());
+        a.insert(TIMEOUT.to_string(), "1m 30s".to_string());
+        let p = net_policy(&a).unwrap();
+        assert_eq!(p.connect.len(), 2);
+        assert!(p.listen.is_empty() && !p.name_lookup);
+        assert_eq!(timeout(&a).unwrap(), Some(Duration::from_secs(90)));
+        a.insert(TIMEOUT.to_string(), "soon".to_string());
+        assert!(timeout(&a).unwrap_err().to_string().contains("berth.dev/timeout"));
+        a.insert(NET_LISTEN.to_string(), "nope".to_string());
+        assert!(net_policy(&a).unwrap_err().to_string().contains("berth.dev/net-listen"));
+    }
+}

@@ -1,0 +1,111 @@
+//! The shared Wasmtime engine: pooling allocator, epoch interruption driven
+//! by a ticker thread, component model on.
+use std::time::Duration;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances. Interrupts, timeouts and CPU quotas act at
+/// this granularity.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Deep recursion traps once the guest's stack passes this size.
+pub const MAX_WASM_STACK: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+#[error("creating the wasm engine: {0}")]
+pub struct EngineError(String);
+
+/// Sizing of the engine's instance pool.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Concurrent component instances the pool holds (core instances,
+    /// memories and tables scale from it).
+    pub pool_instances: u32,
+    /// Largest linear memory one guest may have.
+    pub max_memory_bytes: usize,
+}
+
+impl EngineOptions {
+    /// One container per process (the `berth` command).
+    pub fn single() -> Self {
+        EngineOptions { pool_instances: 8, max_memory_bytes: 4 << 30 }
+    }
+}
+
+/// The process-wide engine. Cheap to clone.
+#[derive(Clone)]
+pub struct WasmEngine {
+    pub(crate) engine: Engine,
+}
+
+fn base_config() -> Config {
+    let mut c = Config::new();
+    c.epoch_interruption(true)
+        .wasm_component_model(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+    c
+}
+
+impl WasmEngine {
+    /// Creates the engine and starts its epoch ticker. Falls back to the
+    /// on-demand allocator (with a warning) when the pool cannot reserve
+    /// its address space, e.g. under a low `ulimit -v`.
+    pub fn new(opts: &EngineOptions) -> Result<Self, EngineError> {
+        let n = opts.pool_instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(n)
+            .total_core_instances(n * 8)
+            .total_memories(n * 4)
+            .total_tables(n * 8)
+            .total_stacks(n)
+            .max_memory_size(opts.max_memory_bytes);
+        let mut config = base_config();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = match Engine::new(&config) {
+            Ok(e) => e,
+            Err(err) => {
+                tracing::warn!(error = %err, "pooling allocator unavailable; using on-demand allocation");
+                Engine::new(&base_config()).map_err(|e| EngineError(e.to_string()))?
+            }
+        };
+        start_ticker(&engine);
+        Ok(WasmEngine { engine })
+    }
+
+    /// A hex digest of everything that makes precompiled code compatible
+    /// with this engine (wasmtime version, compiler flags, config).
+    pub fn compatibility_key(&self) -> String {
+        use sha2::Digest;
+        use std::hash::Hash;
+        let mut h = Sha256Hasher(sha2::Sha256::new());
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        hex::encode(&h.0.finalize()[..8])
+    }
+}
+
+/// Feeds `Hash` output into SHA-256 so the key is stable across processes.
+struct Sha256Hasher(sha2::Sha256);
+
+impl std::hash::Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        unreachable!("only finalized through the digest")
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.0, bytes);
+    }
+}
+
+/// Bumps the epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn start_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new().name("berth-epoch".into()).spawn(move || loop {
+        std::thread::sleep(EPOCH_TICK);
+        match weak.upgrade() {
+            Some(e) => e.increment_epoch(),
+            None => break,
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the epoch ticker; timeouts and signals will not stop busy guests");
+    }
+}

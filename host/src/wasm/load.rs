@@ -1,0 +1,234 @@
+//! Bytes to a runnable module or component: detection (core module,
+//! component, precompiled code, `.wat` text), size cap, precompile cache.
+use super::cache::{Cache, CacheKey};
+use super::engine::WasmEngine;
+use std::io::Read;
+use std::time::Instant;
+use wasmtime::component::Component;
+use wasmtime::{Engine, Module};
+
+/// Modules larger than this are refused before compiling, unless configured.
+pub const DEFAULT_MAX_MODULE_BYTES: u64 = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("reading {name}: {source}")]
+    Read {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{name} is {size} bytes, over the {max}-byte module size limit; raise it with --max-module-size")]
+    TooLarge { name: String, size: u64, max: u64 },
+    #[error("{name} is not WebAssembly: found {found}; give a .wasm module or component, or .wat text")]
+    NotWasm { name: String, found: String },
+    #[error("{name} is not valid WebAssembly: {reason}; rebuild it for wasm32-wasip1 or wasm32-wasip2")]
+    Invalid { name: String, reason: String },
+    #[error("{name} is precompiled machine code; pass --allow-precompiled if you trust its origin")]
+    PrecompiledNotAllowed { name: String },
+    #[error("{name} is precompiled code that this berth cannot load ({reason}); recompile it with `berth compile`")]
+    PrecompiledIncompatible { name: String, reason: String },
+}
+
+/// What kind of code the bytes hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Module,
+    Component,
+}
+
+/// Compiled code ready to instantiate.
+pub enum Loaded {
+    Module(Module),
+    Component(Component),
+}
+
+impl Loaded {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Loaded::Module(_) => Kind::Module,
+            Loaded::Component(_) => Kind::Component,
+        }
+    }
+}
+
+/// How a load went, for logs and benchmarks.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadInfo {
+    pub cache_hit: bool,
+    pub precompiled_input: bool,
+}
+
+/// Reads at most `max` bytes of `file`, refusing larger files up front.
+pub fn read_capped(mut file: std::fs::File, name: &str, max: u64) -> Result<Vec<u8>, LoadError> {
+    let read_err = |source| LoadError::Read { name: name.to_string(), source };
+    let size = file.metadata().map_err(read_err)?.len();
+    if size > max {
+        return Err(LoadError::TooLarge { name: name.to_string(), size, max });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    // `take` guards against a file that grows while we read it.
+    (&mut file).take(max + 1).read_to_end(&mut bytes).map_err(read_err)?;
+    if bytes.len() as u64 > max {
+        return Err(LoadError::TooLarge { name: name.to_string(), size: bytes.len() as u64, max });
+    }
+    Ok(bytes)
+}
+
+/// Classifies binary wasm by its header.
+pub fn classify(bytes: &[u8]) -> Option<Kind> {
+    match bytes.get(..8)? {
+        [0, b'a', b's', b'm', 1, 0, 0, 0] => Some(Kind::Module),
+        [0, b'a', b's', b'm', _, _, 1, 0] => Some(Kind::Component),
+        _ => None,
+    }
+}
+
+/// Whether the bytes look like WebAssembly text: UTF-8 whose first token
+/// (after whitespace and comments) is `(`.
+fn looks_like_wat(bytes: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(&bytes[..bytes.len().min(4096)]).or_else(|e| {
+        std::str::from_utf8(&bytes[..e.valid_up_to()])
+    }) else {
+        return false;
+    };
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix(";;") {
+            rest = r.split_once('\n').map(|(_, r)| r).unwrap_or("");
+        } else if let Some(r) = rest.strip_prefix("(;") {
+            rest = r.split_once(";)").map(|(_, r)| r).unwrap_or("");
+        } else {
+            return rest.starts_with('(');
+        }
+    }
+}
+
+fn describe(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "an empty file".into();
+    }
+    if bytes.starts_with(b"\x7fELF") {
+        return "a native ELF executable".into();
+    }
+    if bytes.starts_with(b"#!") {
+        return "a script (#!)".into();
+    }
+    if bytes.starts_with(b"\0asm") {
+        return format!("a wasm header with unknown version {:02x?}", &bytes[4..bytes.len().min(8)]);
+    }
+    format!("bytes {:02x?}", &bytes[..bytes.len().min(8)])
+}
+
+/// Loads code for `name` from `bytes`, through the cache when it is wasm.
+pub fn load(
+    engine: &WasmEngine,
+    cache: &Cache,
+    name: &str,
+    bytes: Vec<u8>,
+    allow_precompiled: bool,
+) -> Result<(Loaded, LoadInfo), LoadError> {
+    let e = &engine.engine;
+    if let Some(pre) = Engine::detect_precompiled(&bytes) {
+        if !allow_precompiled {
+            return Err(LoadError::PrecompiledNotAllowed { name: name.to_string() });
+        }
+        let incompatible = |err: wasmtime::Error| LoadError::PrecompiledIncompatible { name: name.to_string(), reason: err.to_string() };
+        // SAFETY: the user vouched for this precompiled code with
+        // --allow-precompiled; wasmtime still checks its header, version
+        // and engine compatibility.
+        let loaded = match pre {
+            wasmtime::Precompiled::Module => Loaded::Module(unsafe { Module::deserialize(e, &bytes) }.map_err(incompatible)?),
+            wasmtime::Precompiled::Component => Loaded::Component(unsafe { Component::deserialize(e, &bytes) }.map_err(incompatible)?),
+        };
+        return Ok((loaded, LoadInfo { cache_hit: false, precompiled_input: true }));
+    }
+    let invalid = |reason: String| LoadError::Invalid { name: name.to_string(), reason };
+    let (kind, wasm) = match classify(&bytes) {
+        Some(kind) => (kind, bytes),
+        None if looks_like_wat(&bytes) => {
+            let wasm = wat::parse_bytes(&bytes).map_err(|err| invalid(err.to_string()))?.into_owned();
+            let kind = classify(&wasm).ok_or_else(|| invalid("text did not produce a module or component".into()))?;
+            (kind, wasm)
+        }
+        None => return Err(LoadError::NotWasm { name: name.to_string(), found: describe(&bytes) }),
+    };
+    let key = CacheKey::new(&wasm, &engine.compatibility_key());
+    if let Some(path) = cache.lookup(&key) {
+        let t = Instant::now();
+        // SAFETY: cache entries are written only by berth into its own
+        // 0700 directory and verified against their checksum above.
+        let loaded = match kind {
+            Kind::Module => unsafe { Module::deserialize_file(e, &path) }.map(Loaded::Module),
+            Kind::Component => unsafe { Component::deserialize_file(e, &path) }.map(Loaded::Component),
+        };
+        match loaded {
+            Ok(l) => {
+                tracing::debug!(module = name, entry = %path.display(), micros = t.elapsed().as_micros() as u64, "loaded precompiled code from cache");
+                return Ok((l, LoadInfo { cache_hit: true, precompiled_input: false }));
+            }
+            Err(err) => tracing::warn!(module = name, error = %err, "unusable cache entry; recompiling"),
+        }
+    }
+    let t = Instant::now();
+    let compiled = match kind {
+        Kind::Module => e.precompile_module(&wasm),
+        Kind::Component => e.precompile_component(&wasm),
+    }
+    .map_err(|err| invalid(format!("{err:#}")))?;
+    tracing::debug!(module = name, kind = ?kind, millis = t.elapsed().as_millis() as u64, "compiled");
+    cache.store(&key, &compiled);
+    // SAFETY: `compiled` was produced by this engine a moment ago.
+    let loaded = match kind {
+        Kind::Module => Loaded::Module(unsafe { Module::deserialize(e, &compiled) }.map_err(|err| invalid(err.to_string()))?),
+        Kind::Component => Loaded::Component(unsafe { Component::deserialize(e, &compiled) }.map_err(|err| invalid(err.to_string()))?),
+    };
+    Ok((loaded, LoadInfo { cache_hit: false, precompiled_input: false }))
+}
+
+/// Compiles `bytes` to precompiled code for this engine (for `berth compile -o`).
+pub fn precompile(engine: &WasmEngine, name: &str, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
+    let invalid = |reason: String| LoadError::Invalid { name: name.to_string(), reason };
+    let wasm = if classify(bytes).is_some() {
+        std::borrow::Cow::Borrowed(bytes)
+    } else if looks_like_wat(bytes) {
+        wat::parse_bytes(bytes).map_err(|e| invalid(e.to_string()))?
+    } else {
+        return Err(LoadError::NotWasm { name: name.to_string(), found: describe(bytes) });
+    };
+    match classify(&wasm) {
+        Some(Kind::Module) => engine.engine.precompile_module(&wasm),
+        Some(Kind::Component) => engine.engine.precompile_component(&wasm),
+        None => return Err(invalid("text did not produce a module or component".into())),
+    }
+    .map_err(|e| invalid(format!("{e:#}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_kinds() {
+        assert_eq!(classify(b"\0asm\x01\0\0\0"), Some(Kind::Module));
+        assert_eq!(classify(b"\0asm\x0d\0\x01\0"), Some(Kind::Component));
+        assert_eq!(classify(b"\x7fELF\x02\x01\x01\0"), None);
+        assert!(looks_like_wat(b"  ;; comment\n (; block ;) (module)"));
+        assert!(!looks_like_wat(b"hello"));
+        assert!(!looks_like_wat(b"\xff\xfe("));
+        assert!(describe(b"\x7fELF....").contains("ELF"));
+        assert!(describe(b"#!/bin/sh").contains("script"));
+        assert_eq!(describe(b""), "an empty file");
+    }
+
+    #[test]
+    fn size_cap_is_checked_before_reading() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("big.wasm");
+        std::fs::write(&p, vec![0u8; 2048]).unwrap();
+        let e = read_capped(std::fs::File::open(&p).unwrap(), "big.wasm", 1024).unwrap_err();
+        assert!(matches!(e, LoadError::TooLarge { size: 2048, max: 1024, .. }), "{e}");
+        assert_eq!(read_capped(std::fs::File::open(&p).unwrap(), "big.wasm", 4096).unwrap().len(), 2048);
+    }
+}

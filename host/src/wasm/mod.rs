@@ -1,0 +1,21 @@
+//! The wasm runtime. Every wasmtime type stays inside this module.
+//!
+//! - [`engine`]: the one shared `Engine` (pooling allocator, epochs).
+//! - [`cache`]: precompiled-code cache.
+//! - [`load`]: bytes to module or component (detection, `.wat`, cache).
+//! - [`limits`]: memory cap and CPU quota of one guest.
+//! - [`interrupt`]: signals and timeouts that stop a guest.
+//! - [`run`]: runs a [`RunPlan`](crate::plan::RunPlan) to an [`Exit`].
+
+pub mod cache;
+pub mod engine;
+pub mod interrupt;
+pub mod invoke;
+pub mod limits;
+pub mod load;
+pub mod run;
+mod wasi;
+
+pub use engine::{EngineOptions, WasmEngine};
+pub use interrupt::{Interrupt, Reason};
+pub use run::{Exit, RunError, Runtime};

@@ -1,0 +1,256 @@
+//! Runs a [`RunPlan`]: load (through the cache), instantiate with the
+//! plan's capabilities and limits, call the entrypoint, map the outcome to
+//! an [`Exit`].
+use super::cache::Cache;
+use super::engine::WasmEngine;
+use super::interrupt::{Interrupt, Reason};
+use super::limits::{CpuThrottle, GuestLimiter, Usage};
+use super::load::{self, LoadError, LoadInfo, Loaded};
+use super::{invoke, wasi};
+use crate::oci::entry;
+use crate::plan::RunPlan;
+use std::sync::OnceLock;
+use std::time::Instant;
+use tokio::time::Instant as TokioInstant;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+
+/// Exit status for a trap (128 + SIGABRT, as a native program that aborts).
+pub const EXIT_TRAP: i32 = 134;
+/// Exit status when the wall-clock limit runs out (as coreutils `timeout`).
+pub const EXIT_TIMEOUT: i32 = 124;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Entry(#[from] entry::EntryError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("granting {host} as {guest}: {reason}")]
+    Preopen { host: String, guest: String, reason: String },
+    #[error("cannot instantiate {name}: {reason}")]
+    Instantiate { name: String, reason: String },
+    #[error("{name} has no export {export:?}; {hint}")]
+    NoExport { name: String, export: String, hint: String },
+    #[error("calling {export} in {name}: {reason}")]
+    Invoke { name: String, export: String, reason: String },
+}
+
+/// How a guest ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The guest exited (returned, or called `proc_exit` / `exit`).
+    Code(i32),
+    /// The guest trapped; the message holds the trap and wasm backtrace.
+    Trap(String),
+    /// The guest was stopped from outside.
+    Stopped(Reason),
+}
+
+impl Exit {
+    /// The process exit status convention: the guest's code, 134 for a
+    /// trap, 128+signal when signalled, 124 for a timeout.
+    pub fn status(&self) -> i32 {
+        match self {
+            Exit::Code(c) => *c,
+            Exit::Trap(_) => EXIT_TRAP,
+            Exit::Stopped(Reason::Signal(s)) => 128 + s,
+            Exit::Stopped(Reason::Timeout) => EXIT_TIMEOUT,
+        }
+    }
+}
+
+/// A guest stopped by an [`Interrupt`], raised from the epoch callback.
+#[derive(Debug, thiserror::Error)]
+#[error("guest stopped: {0:?}")]
+struct Stopped(Reason);
+
+/// Code loaded for a plan, ready to run.
+pub struct Prepared {
+    name: String,
+    loaded: Loaded,
+    pub info: LoadInfo,
+}
+
+impl Prepared {
+    pub fn kind(&self) -> load::Kind {
+        self.loaded.kind()
+    }
+}
+
+struct P1State {
+    wasi: WasiP1Ctx,
+    limiter: GuestLimiter,
+}
+
+struct P2State {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    limiter: GuestLimiter,
+}
+
+impl WasiView for P2State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
+    }
+}
+
+/// The wasm runtime: an engine, a cache and the WASI linkers.
+pub struct Runtime {
+    engine: WasmEngine,
+    cache: Cache,
+    max_module_bytes: u64,
+    p1: OnceLock<Result<wasmtime::Linker<P1State>, String>>,
+    p2: OnceLock<Result<wasmtime::component::Linker<P2State>, String>>,
+}
+
+impl Runtime {
+    pub fn new(engine: WasmEngine, cache: Cache, max_module_bytes: u64) -> Self {
+        Runtime { engine, cache, max_module_bytes, p1: OnceLock::new(), p2: OnceLock::new() }
+    }
+
+    pub fn engine(&self) -> &WasmEngine {
+        &self.engine
+    }
+
+    /// Opens, reads and compiles (or loads from cache) the plan's code.
+    pub fn prepare(&self, plan: &RunPlan) -> Result<Prepared, RunError> {
+        let name = plan.entrypoint.source.to_string();
+        let file = entry::open_source(&plan.entrypoint.source)?;
+        let bytes = load::read_capped(file, &name, self.max_module_bytes)?;
+        let (loaded, info) = load::load(&self.engine, &self.cache, &name, bytes, plan.allow_precompiled)?;
+        Ok(Prepared { name, loaded, info })
+    }
+
+    /// Runs prepared code under the plan until it exits, traps or is stopped.
+    pub async fn run(&self, prepared: &Prepared, plan: &RunPlan, interrupt: &Interrupt) -> Result<(Exit, Usage), RunError> {
+        let wasi = wasi::builder(plan)?;
+        let limiter = GuestLimiter::new(plan.limits.memory_bytes);
+        let deadline = plan.limits.timeout.map(|d| Instant::now() + d);
+        let export = plan.entrypoint.export.as_deref();
+        let name = &prepared.name;
+        match &prepared.loaded {
+            Loaded::Module(module) => {
+                let mut wasi = wasi;
+                let state = P1State { wasi: wasi.build_p1(), limiter };
+                let mut store = Store::new(&self.engine.engine, state);
+                store.limiter(|s| &mut s.limiter);
+                guard_store(&mut store, plan, interrupt, deadline);
+                let linker = self.p1_linker()?;
+                let call = async {
+                    let instance = linker.instantiate_async(&mut store, module).await.map_err(|e| instantiate_error(name, e))?;
+                    invoke::core_entry(&mut store, &instance, name, export, &plan.args).await
+                };
+                let exit = supervise(call, interrupt, deadline).await?;
+                Ok((exit, store.data().limiter.usage()))
+            }
+            Loaded::Component(component) => {
+                let mut wasi = wasi;
+                let state = P2State { ctx: wasi.build(), table: ResourceTable::new(), limiter };
+                let mut store = Store::new(&self.engine.engine, state);
+                store.limiter(|s| &mut s.limiter);
+                guard_store(&mut store, plan, interrupt, deadline);
+                let linker = self.p2_linker()?;
+                let call = async {
+                    invoke::component_entry(&mut store, linker, component, name, export, &plan.args).await
+                };
+                let exit = supervise(call, interrupt, deadline).await?;
+                Ok((exit, store.data().limiter.usage()))
+            }
+        }
+    }
+
+    fn p1_linker(&self) -> Result<&wasmtime::Linker<P1State>, RunError> {
+        let linker = self.p1.get_or_init(|| {
+            let mut l = wasmtime::Linker::new(&self.engine.engine);
+            wasmtime_wasi::p1::add_to_linker_async(&mut l, |s: &mut P1State| &mut s.wasi).map_err(|e| e.to_string())?;
+            Ok(l)
+        });
+        linker.as_ref().map_err(|reason| RunError::Instantiate { name: "WASI preview1 linker".into(), reason: reason.clone() })
+    }
+
+    fn p2_linker(&self) -> Result<&wasmtime::component::Linker<P2State>, RunError> {
+        let linker = self.p2.get_or_init(|| {
+            let mut l = wasmtime::component::Linker::new(&self.engine.engine);
+            wasmtime_wasi::p2::add_to_linker_async(&mut l).map_err(|e| e.to_string())?;
+            Ok(l)
+        });
+        linker.as_ref().map_err(|reason| RunError::Instantiate { name: "WASI preview2 linker".into(), reason: reason.clone() })
+    }
+}
+
+pub(super) fn instantiate_error(name: &str, e: wasmtime::Error) -> RunError {
+    RunError::Instantiate { name: name.to_string(), reason: format!("{e:#}") }
+}
+
+/// Installs the epoch callback: stop on interrupt or deadline, park when
+/// the CPU quota is used up.
+fn guard_store<T: Send + 'static>(store: &mut Store<T>, plan: &RunPlan, interrupt: &Interrupt, deadline: Option<Instant>) {
+    let interrupt = interrupt.clone();
+    let mut throttle = plan.limits.cpu.map(CpuThrottle::new);
+    store.epoch_deadline_callback(move |_| {
+        if let Some(r) = interrupt.reason() {
+            return Err(wasmtime::Error::new(Stopped(r)));
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            interrupt.trigger(Reason::Timeout);
+            return Err(wasmtime::Error::new(Stopped(Reason::Timeout)));
+        }
+        if let Some(park) = throttle.as_mut().and_then(|t| t.on_tick(now)) {
+            return Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(park))));
+        }
+        Ok(UpdateDeadline::Continue(1))
+    });
+    store.set_epoch_deadline(1);
+}
+
+/// Drives the guest's call, racing it against interrupts and the deadline
+/// (for guests blocked in a host call, where no epoch check runs).
+async fn supervise(
+    call: impl std::future::Future<Output = Result<wasmtime::Result<()>, RunError>>,
+    interrupt: &Interrupt,
+    deadline: Option<Instant>,
+) -> Result<Exit, RunError> {
+    let timer = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(TokioInstant::from_std(d)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = call => Ok(classify(r?)),
+        reason = interrupt.triggered() => Ok(Exit::Stopped(reason)),
+        () = timer => {
+            interrupt.trigger(Reason::Timeout);
+            Ok(Exit::Stopped(interrupt.reason().unwrap_or(Reason::Timeout)))
+        }
+    }
+}
+
+fn classify(r: wasmtime::Result<()>) -> Exit {
+    match r {
+        Ok(()) => Exit::Code(0),
+        Err(e) => {
+            if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                Exit::Code(exit.0)
+            } else if let Some(Stopped(reason)) = e.downcast_ref::<Stopped>() {
+                Exit::Stopped(*reason)
+            } else {
+                Exit::Trap(describe_trap(&e))
+            }
+        }
+    }
+}
+
+/// The trap and its wasm backtrace, one cause per line (no host backtrace).
+fn describe_trap(e: &wasmtime::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        out.push_str("\ncaused by: ");
+        out.push_str(&cause.to_string());
+    }
+    out
+}

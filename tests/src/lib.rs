@@ -1,0 +1,14 @@
+//! Shared test support for berth's test suites.
+//!
+//! - [`guests`]: paths of the guest programs from `guest-examples/`, built
+//!   for wasm by this crate's build script.
+//! - [`tree`]: snapshots of a directory tree, to prove that a guest left
+//!   the host unchanged.
+
+/// Paths of built guest programs (`HELLO_P1`, `HELLO_P2`, ...) and of the
+/// `.wat` edge cases (`WAT_TRAP`, `WAT_LOOP`, ...).
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+pub mod tree;
