@@ -1,0 +1,80 @@
+//! Helpers for the `berth` command's end-to-end tests.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub use berth_tests::guests;
+
+/// A `berth` invocation with its own state root, so tests never share or
+/// touch a real cache.
+pub struct Berth {
+    pub root: tempfile::TempDir,
+}
+
+impl Berth {
+    pub fn new() -> Self {
+        Berth { root: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.env("BERTH_ROOT", self.root.path()).env_remove("BERTH_LOG").stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `berth ARGS` to completion.
+    pub fn run(&self, args: &[&str]) -> Out {
+        Out::from(self.cmd().args(args).output().unwrap())
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.path().join("cache")
+    }
+}
+
+/// Captured result of one run.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Self {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Out {
+    /// Asserts the exit status, showing both streams when it differs.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "unexpected exit status\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Asserts a berth error: status 125, a single `berth: error:` line
+    /// containing every `needle`, and no panic or backtrace.
+    pub fn expect_berth_error(&self, needles: &[&str]) -> &Self {
+        self.expect_code(125);
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "error must be one line, got:\n{}", self.stderr);
+        assert!(lines[0].starts_with("berth: error: "), "{}", self.stderr);
+        for n in needles {
+            assert!(lines[0].contains(n), "error {:?} lacks {n:?}", lines[0]);
+        }
+        assert!(!self.stderr.contains("panicked") && !self.stderr.contains("backtrace"), "{}", self.stderr);
+        self
+    }
+}
+
+pub fn write(path: &Path, bytes: impl AsRef<[u8]>) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    std::fs::write(path, bytes).unwrap();
+}
