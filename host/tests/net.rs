@@ -60,7 +60,7 @@ fn connect_elsewhere_is_denied_inside_the_guest() {
         );
     }
     // the server never saw a connection from the guest
-    drop(TcpStream::connect(&target).map(|mut s| s.shutdown(std::net::Shutdown::Write)));
+    drop(TcpStream::connect(&target).map(|s| s.shutdown(std::net::Shutdown::Write)));
     assert!(server.join().unwrap());
 }
 
