@@ -81,13 +81,15 @@ fn sigint_stops_busy_guest_with_130() {
 
 /// Runs berth to completion and returns (exit status, CPU seconds it used).
 fn run_with_cpu_time(b: &Berth, args: &[&str]) -> (i32, f64) {
-    let child = b.cmd().args(args).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = b.cmd().args(args).stderr(std::process::Stdio::null()).spawn().unwrap();
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: wait4 on our own unreaped child, with valid out-pointers.
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as i32);
+    // Already reaped by wait4; this only marks the Child as finished.
+    let _ = child.try_wait();
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     (libc::WEXITSTATUS(status), secs(usage.ru_utime) + secs(usage.ru_stime))
 }

@@ -135,13 +135,14 @@ pub fn load(
             return Err(LoadError::PrecompiledNotAllowed { name: name.to_string() });
         }
         let incompatible = |err: wasmtime::Error| LoadError::PrecompiledIncompatible { name: name.to_string(), reason: err.to_string() };
+        let kind = match pre {
+            wasmtime::Precompiled::Module => Kind::Module,
+            wasmtime::Precompiled::Component => Kind::Component,
+        };
         // SAFETY: the user vouched for this precompiled code with
         // --allow-precompiled; wasmtime still checks its header, version
         // and engine compatibility.
-        let loaded = match pre {
-            wasmtime::Precompiled::Module => Loaded::Module(unsafe { Module::deserialize(e, &bytes) }.map_err(incompatible)?),
-            wasmtime::Precompiled::Component => Loaded::Component(unsafe { Component::deserialize(e, &bytes) }.map_err(incompatible)?),
-        };
+        let loaded = unsafe { deserialize(e, kind, Trusted::Bytes(&bytes)) }.map_err(incompatible)?;
         return Ok((loaded, LoadInfo { cache_hit: false, precompiled_input: true }));
     }
     let invalid = |reason: String| LoadError::Invalid { name: name.to_string(), reason };
@@ -159,10 +160,7 @@ pub fn load(
         let t = Instant::now();
         // SAFETY: cache entries are written only by berth into its own
         // 0700 directory and verified against their checksum above.
-        let loaded = match kind {
-            Kind::Module => unsafe { Module::deserialize_file(e, &path) }.map(Loaded::Module),
-            Kind::Component => unsafe { Component::deserialize_file(e, &path) }.map(Loaded::Component),
-        };
+        let loaded = unsafe { deserialize(e, kind, Trusted::File(&path)) };
         match loaded {
             Ok(l) => {
                 tracing::debug!(module = name, entry = %path.display(), micros = t.elapsed().as_micros() as u64, "loaded precompiled code from cache");
@@ -180,11 +178,33 @@ pub fn load(
     tracing::debug!(module = name, kind = ?kind, millis = t.elapsed().as_millis() as u64, "compiled");
     cache.store(&key, &compiled);
     // SAFETY: `compiled` was produced by this engine a moment ago.
-    let loaded = match kind {
-        Kind::Module => Loaded::Module(unsafe { Module::deserialize(e, &compiled) }.map_err(|err| invalid(err.to_string()))?),
-        Kind::Component => Loaded::Component(unsafe { Component::deserialize(e, &compiled) }.map_err(|err| invalid(err.to_string()))?),
-    };
+    let loaded = unsafe { deserialize(e, kind, Trusted::Bytes(&compiled)) }.map_err(|err| invalid(err.to_string()))?;
     Ok((loaded, LoadInfo { cache_hit: false, precompiled_input: false }))
+}
+
+/// Precompiled code that berth trusts: its own output, or the user's
+/// explicitly allowed input.
+enum Trusted<'a> {
+    Bytes(&'a [u8]),
+    File(&'a std::path::Path),
+}
+
+/// Loads precompiled code.
+///
+/// # Safety
+///
+/// The code must come from a Wasmtime compiler: wasmtime checks its
+/// header and compatibility but runs its machine code as is.
+unsafe fn deserialize(e: &Engine, kind: Kind, code: Trusted<'_>) -> wasmtime::Result<Loaded> {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        Ok(match (kind, code) {
+            (Kind::Module, Trusted::Bytes(b)) => Loaded::Module(Module::deserialize(e, b)?),
+            (Kind::Module, Trusted::File(p)) => Loaded::Module(Module::deserialize_file(e, p)?),
+            (Kind::Component, Trusted::Bytes(b)) => Loaded::Component(Component::deserialize(e, b)?),
+            (Kind::Component, Trusted::File(p)) => Loaded::Component(Component::deserialize_file(e, p)?),
+        })
+    }
 }
 
 /// Compiles `bytes` to precompiled code for this engine (for `berth compile -o`).
