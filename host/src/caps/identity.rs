@@ -57,7 +57,7 @@ pub fn assume(user: &User) -> Result<Assumed, IdentityError> {
         call,
         source: std::io::Error::last_os_error(),
     };
-    let groups: Vec<libc::gid_t> = user.additional_gids.clone();
+    let groups: &[libc::gid_t] = &user.additional_gids;
     // SAFETY: `groups` is a valid slice of gid_t for the duration of the
     // call. glibc's setgroups/setgid/setuid apply to every thread of the
     // process (it broadcasts the change), which is what we need here.

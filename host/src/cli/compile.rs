@@ -19,22 +19,20 @@ pub struct CompileArgs {
 }
 
 pub fn compile(args: CompileArgs) -> Result<i32> {
-    let max = parse_size(&args.max_module_size).map_err(anyhow::Error::msg).context("--max-module-size")?;
+    let max = parse_size(&args.max_module_size).context("--max-module-size")?;
     let engine = WasmEngine::new(&EngineOptions::single())?;
+    let cache_dir = berth_host::paths::cache_dir();
+    let runtime = Runtime::new(engine, Cache::new(cache_dir.clone()), max);
     if let Some(out) = &args.output {
         let [input] = args.modules.as_slice() else {
             bail!("-o takes exactly one module; {} given", args.modules.len());
         };
-        let name = input.display().to_string();
-        let file = std::fs::File::open(input).with_context(|| format!("opening {name}"))?;
-        let bytes = load::read_capped(file, &name, max)?;
-        let code = load::precompile(&engine, &name, &bytes)?;
+        let (name, bytes) = runtime.read_source(&ModuleSource::File(input.clone()))?;
+        let code = load::precompile(runtime.engine(), &name, bytes)?;
         std::fs::write(out, code).with_context(|| format!("writing {}", out.display()))?;
         println!("{} -> {}", name, out.display());
         return Ok(0);
     }
-    let cache_dir = berth_host::paths::cache_dir();
-    let runtime = Runtime::new(engine, Cache::new(cache_dir.clone()), max);
     for m in &args.modules {
         let plan = RunPlan {
             entrypoint: Entrypoint { source: ModuleSource::File(m.clone()), export: None },

@@ -53,7 +53,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
-    let max_module = parse_size(&args.max_module_size).map_err(anyhow::Error::msg).context("--max-module-size")?;
+    let max_module = parse_size(&args.max_module_size).context("--max-module-size")?;
     let plan = match &args.bundle {
         Some(dir) => bundle_plan(&args, dir)?,
         None => file_plan(&args)?,
@@ -86,7 +86,8 @@ pub fn run(args: RunArgs) -> Result<i32> {
         Exit::Stopped(Reason::Signal(s)) => tracing::info!(signal = s, "guest stopped by signal"),
         Exit::Code(_) => {}
     }
-    // The runtime's blocking stdio threads may still hold output.
+    // A blocking task (e.g. a stdin read of a stopped guest) must not keep
+    // berth from exiting.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     Ok(exit.status())
 }
@@ -160,7 +161,7 @@ fn bundle_plan(args: &RunArgs, dir: &Path) -> Result<RunPlan> {
 /// `--memory`, `--cpus` and `--timeout` (they override a bundle's limits).
 fn apply_limits(args: &RunArgs, plan: &mut RunPlan) -> Result<()> {
     if let Some(m) = &args.memory {
-        plan.limits.memory_bytes = Some(parse_size(m).map_err(anyhow::Error::msg).context("--memory")?);
+        plan.limits.memory_bytes = Some(parse_size(m).context("--memory")?);
     }
     if let Some(c) = args.cpus {
         if !(c.is_finite() && c > 0.0) {

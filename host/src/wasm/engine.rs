@@ -35,6 +35,8 @@ impl EngineOptions {
 #[derive(Clone)]
 pub struct WasmEngine {
     pub(crate) engine: Engine,
+    /// See [`WasmEngine::compatibility_key`]; fixed for the engine's life.
+    compat_key: String,
 }
 
 fn base_config() -> Config {
@@ -69,18 +71,23 @@ impl WasmEngine {
             }
         };
         start_ticker(&engine);
-        Ok(WasmEngine { engine })
+        let compat_key = compatibility_key(&engine);
+        Ok(WasmEngine { engine, compat_key })
     }
 
     /// A hex digest of everything that makes precompiled code compatible
     /// with this engine (wasmtime version, compiler flags, config).
-    pub fn compatibility_key(&self) -> String {
-        use sha2::Digest;
-        use std::hash::Hash;
-        let mut h = Sha256Hasher(sha2::Sha256::new());
-        self.engine.precompile_compatibility_hash().hash(&mut h);
-        hex::encode(&h.0.finalize()[..8])
+    pub fn compatibility_key(&self) -> &str {
+        &self.compat_key
     }
+}
+
+fn compatibility_key(engine: &Engine) -> String {
+    use sha2::Digest;
+    use std::hash::Hash;
+    let mut h = Sha256Hasher(sha2::Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut h);
+    hex::encode(&h.0.finalize()[..8])
 }
 
 /// Feeds `Hash` output into SHA-256 so the key is stable across processes.

@@ -145,17 +145,8 @@ pub fn load(
         let loaded = unsafe { deserialize(e, kind, Trusted::Bytes(&bytes)) }.map_err(incompatible)?;
         return Ok((loaded, LoadInfo { cache_hit: false, precompiled_input: true }));
     }
-    let invalid = |reason: String| LoadError::Invalid { name: name.to_string(), reason };
-    let (kind, wasm) = match classify(&bytes) {
-        Some(kind) => (kind, bytes),
-        None if looks_like_wat(&bytes) => {
-            let wasm = wat::parse_bytes(&bytes).map_err(|err| invalid(err.to_string()))?.into_owned();
-            let kind = classify(&wasm).ok_or_else(|| invalid("text did not produce a module or component".into()))?;
-            (kind, wasm)
-        }
-        None => return Err(LoadError::NotWasm { name: name.to_string(), found: describe(&bytes) }),
-    };
-    let key = CacheKey::new(&wasm, &engine.compatibility_key());
+    let (kind, wasm) = to_wasm(name, bytes)?;
+    let key = CacheKey::new(&wasm, engine.compatibility_key());
     if let Some(path) = cache.lookup(&key) {
         let t = Instant::now();
         // SAFETY: cache entries are written only by berth into its own
@@ -170,15 +161,12 @@ pub fn load(
         }
     }
     let t = Instant::now();
-    let compiled = match kind {
-        Kind::Module => e.precompile_module(&wasm),
-        Kind::Component => e.precompile_component(&wasm),
-    }
-    .map_err(|err| invalid(format!("{err:#}")))?;
+    let compiled = compile(engine, name, kind, &wasm)?;
     tracing::debug!(module = name, kind = ?kind, millis = t.elapsed().as_millis() as u64, "compiled");
     cache.store(&key, &compiled);
     // SAFETY: `compiled` was produced by this engine a moment ago.
-    let loaded = unsafe { deserialize(e, kind, Trusted::Bytes(&compiled)) }.map_err(|err| invalid(err.to_string()))?;
+    let loaded = unsafe { deserialize(e, kind, Trusted::Bytes(&compiled)) }
+        .map_err(|err| LoadError::Invalid { name: name.to_string(), reason: err.to_string() })?;
     Ok((loaded, LoadInfo { cache_hit: false, precompiled_input: false }))
 }
 
@@ -207,22 +195,34 @@ unsafe fn deserialize(e: &Engine, kind: Kind, code: Trusted<'_>) -> wasmtime::Re
     }
 }
 
-/// Compiles `bytes` to precompiled code for this engine (for `berth compile -o`).
-pub fn precompile(engine: &WasmEngine, name: &str, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
-    let invalid = |reason: String| LoadError::Invalid { name: name.to_string(), reason };
-    let wasm = if classify(bytes).is_some() {
-        std::borrow::Cow::Borrowed(bytes)
-    } else if looks_like_wat(bytes) {
-        wat::parse_bytes(bytes).map_err(|e| invalid(e.to_string()))?
-    } else {
-        return Err(LoadError::NotWasm { name: name.to_string(), found: describe(bytes) });
-    };
-    match classify(&wasm) {
-        Some(Kind::Module) => engine.engine.precompile_module(&wasm),
-        Some(Kind::Component) => engine.engine.precompile_component(&wasm),
-        None => return Err(invalid("text did not produce a module or component".into())),
+/// Binary wasm from `bytes`: binary input as is, `.wat` text assembled.
+fn to_wasm(name: &str, bytes: Vec<u8>) -> Result<(Kind, Vec<u8>), LoadError> {
+    if let Some(kind) = classify(&bytes) {
+        return Ok((kind, bytes));
     }
-    .map_err(|e| invalid(format!("{e:#}")))
+    if !looks_like_wat(&bytes) {
+        return Err(LoadError::NotWasm { name: name.to_string(), found: describe(&bytes) });
+    }
+    let invalid = |reason: String| LoadError::Invalid { name: name.to_string(), reason };
+    let wasm = wat::parse_bytes(&bytes).map_err(|err| invalid(err.to_string()))?.into_owned();
+    let kind = classify(&wasm).ok_or_else(|| invalid("text did not produce a module or component".into()))?;
+    Ok((kind, wasm))
+}
+
+/// Compiles binary wasm of `kind` to precompiled code for this engine.
+fn compile(engine: &WasmEngine, name: &str, kind: Kind, wasm: &[u8]) -> Result<Vec<u8>, LoadError> {
+    match kind {
+        Kind::Module => engine.engine.precompile_module(wasm),
+        Kind::Component => engine.engine.precompile_component(wasm),
+    }
+    .map_err(|err| LoadError::Invalid { name: name.to_string(), reason: format!("{err:#}") })
+}
+
+/// Compiles `bytes` (binary wasm or `.wat`) to precompiled code for this
+/// engine (for `berth compile -o`).
+pub fn precompile(engine: &WasmEngine, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, LoadError> {
+    let (kind, wasm) = to_wasm(name, bytes)?;
+    compile(engine, name, kind, &wasm)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use super::limits::{CpuThrottle, GuestLimiter, Usage};
 use super::load::{self, LoadError, LoadInfo, Loaded};
 use super::{invoke, wasi};
 use crate::oci::entry;
-use crate::plan::RunPlan;
+use crate::plan::{ModuleSource, RunPlan};
 use std::sync::OnceLock;
 use std::time::Instant;
 use tokio::time::Instant as TokioInstant;
@@ -91,6 +91,23 @@ struct P2State {
     limiter: GuestLimiter,
 }
 
+/// Store data of a guest: gives the store its limiter.
+trait GuestState: Send + 'static {
+    fn limiter(&mut self) -> &mut GuestLimiter;
+}
+
+impl GuestState for P1State {
+    fn limiter(&mut self) -> &mut GuestLimiter {
+        &mut self.limiter
+    }
+}
+
+impl GuestState for P2State {
+    fn limiter(&mut self) -> &mut GuestLimiter {
+        &mut self.limiter
+    }
+}
+
 impl WasiView for P2State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
@@ -117,49 +134,56 @@ impl Runtime {
 
     /// Opens, reads and compiles (or loads from cache) the plan's code.
     pub fn prepare(&self, plan: &RunPlan) -> Result<Prepared, RunError> {
-        let name = plan.entrypoint.source.to_string();
-        let file = entry::open_source(&plan.entrypoint.source)?;
-        let bytes = load::read_capped(file, &name, self.max_module_bytes)?;
+        let (name, bytes) = self.read_source(&plan.entrypoint.source)?;
         let (loaded, info) = load::load(&self.engine, &self.cache, &name, bytes, plan.allow_precompiled)?;
         Ok(Prepared { name, loaded, info })
     }
 
+    /// Opens and reads a module source within the size cap; returns its
+    /// display name and bytes.
+    pub fn read_source(&self, source: &ModuleSource) -> Result<(String, Vec<u8>), RunError> {
+        let name = source.to_string();
+        let file = entry::open_source(source)?;
+        let bytes = load::read_capped(file, &name, self.max_module_bytes)?;
+        Ok((name, bytes))
+    }
+
     /// Runs prepared code under the plan until it exits, traps or is stopped.
     pub async fn run(&self, prepared: &Prepared, plan: &RunPlan, interrupt: &Interrupt) -> Result<(Exit, Usage), RunError> {
-        let wasi = wasi::builder(plan)?;
+        let mut wasi = wasi::builder(plan)?;
         let limiter = GuestLimiter::new(plan.limits.memory_bytes);
         let deadline = plan.limits.timeout.map(|d| Instant::now() + d);
         let export = plan.entrypoint.export.as_deref();
         let name = &prepared.name;
         match &prepared.loaded {
             Loaded::Module(module) => {
-                let mut wasi = wasi;
                 let state = P1State { wasi: wasi.build_p1(), limiter };
-                let mut store = Store::new(&self.engine.engine, state);
-                store.limiter(|s| &mut s.limiter);
-                guard_store(&mut store, plan, interrupt, deadline);
+                let mut store = self.store(state, plan, interrupt, deadline);
                 let linker = self.p1_linker()?;
                 let call = async {
                     let instance = linker.instantiate_async(&mut store, module).await.map_err(|e| instantiate_error(name, e))?;
                     invoke::core_entry(&mut store, &instance, name, export, &plan.args).await
                 };
                 let exit = supervise(call, interrupt, deadline).await?;
-                Ok((exit, store.data().limiter.usage()))
+                Ok((exit, store.data_mut().limiter().usage()))
             }
             Loaded::Component(component) => {
-                let mut wasi = wasi;
                 let state = P2State { ctx: wasi.build(), table: ResourceTable::new(), limiter };
-                let mut store = Store::new(&self.engine.engine, state);
-                store.limiter(|s| &mut s.limiter);
-                guard_store(&mut store, plan, interrupt, deadline);
+                let mut store = self.store(state, plan, interrupt, deadline);
                 let linker = self.p2_linker()?;
-                let call = async {
-                    invoke::component_entry(&mut store, linker, component, name, export, &plan.args).await
-                };
+                let call = invoke::component_entry(&mut store, linker, component, name, export, &plan.args);
                 let exit = supervise(call, interrupt, deadline).await?;
-                Ok((exit, store.data().limiter.usage()))
+                Ok((exit, store.data_mut().limiter().usage()))
             }
         }
+    }
+
+    /// A store for one guest, with its memory limiter and epoch guard.
+    fn store<T: GuestState>(&self, state: T, plan: &RunPlan, interrupt: &Interrupt, deadline: Option<Instant>) -> Store<T> {
+        let mut store = Store::new(&self.engine.engine, state);
+        store.limiter(|s| s.limiter());
+        guard_store(&mut store, plan, interrupt, deadline);
+        store
     }
 
     fn p1_linker(&self) -> Result<&wasmtime::Linker<P1State>, RunError> {
