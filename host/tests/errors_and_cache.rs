@@ -119,3 +119,37 @@ fn json_logs() {
         assert!(l.starts_with('{') && l.ends_with('}') && l.contains("\"level\""), "not a JSON log line: {l}");
     }
 }
+
+#[test]
+fn fifo_or_device_as_module_is_refused_without_hanging() {
+    let t = tempfile::tempdir().unwrap();
+    let fifo = t.path().join("pipe.wasm");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let b = Berth::new();
+    for module in [fifo.to_str().unwrap(), "/dev/zero"] {
+        let mut child = b.cmd().args(["run", module]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let t0 = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if t0.elapsed() > std::time::Duration::from_secs(20) {
+                child.kill().unwrap();
+                panic!("berth hung opening {module}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        common::Out::from(child.wait_with_output().unwrap()).expect_berth_error(&[module, "not a regular file"]);
+    }
+}
+
+#[test]
+fn compiling_precompiled_code_says_so() {
+    let t = tempfile::tempdir().unwrap();
+    let cwasm = t.path().join("hello.cwasm");
+    let b = Berth::new();
+    b.run(&["compile", guests::HELLO_P1, "-o", cwasm.to_str().unwrap()]).expect_code(0);
+    let again = t.path().join("again.cwasm");
+    b.run(&["compile", cwasm.to_str().unwrap(), "-o", again.to_str().unwrap()])
+        .expect_berth_error(&["hello.cwasm", "precompiled wasmtime code", "--allow-precompiled"]);
+    assert!(!again.exists());
+}

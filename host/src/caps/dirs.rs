@@ -6,7 +6,9 @@ use std::path::PathBuf;
 pub enum DirError {
     #[error("invalid --dir {spec:?}: {reason}; expected HOST:GUEST[:ro], e.g. ./data:/data:ro")]
     Syntax { spec: String, reason: &'static str },
-    #[error("--dir {spec:?}: host directory {host} is not usable: {source}")]
+    #[error("--dir {spec:?}: host path {host} is not a directory; grant a directory")]
+    NotADirectory { spec: String, host: PathBuf },
+    #[error("--dir {spec:?}: host directory {host} is not usable")]
     Host {
         spec: String,
         host: PathBuf,
@@ -47,7 +49,7 @@ pub fn parse_dir(spec: &str) -> Result<Preopen, DirError> {
     let host_err = |source| DirError::Host { spec: spec.to_string(), host: PathBuf::from(host), source };
     let abs = std::fs::canonicalize(host).map_err(host_err)?;
     if !abs.is_dir() {
-        return Err(host_err(std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory")));
+        return Err(DirError::NotADirectory { spec: spec.to_string(), host: abs });
     }
     Ok(Preopen { host: abs, guest, readonly })
 }

@@ -14,7 +14,7 @@ pub enum IdentityError {
          run berth as root, or set process.user.uid to {have} (or 0) in config.json"
     )]
     CannotSwitch { want: u32, have: u32 },
-    #[error("switching to uid {uid} gid {gid}: {call} failed: {source}")]
+    #[error("switching to uid {uid} gid {gid}: {call} failed")]
     Switch {
         uid: u32,
         gid: u32,

@@ -171,7 +171,7 @@ fn apply_limits(args: &RunArgs, plan: &mut RunPlan) -> Result<()> {
     }
     if let Some(t) = &args.timeout {
         plan.limits.timeout = Some(
-            annotations::parse_duration(t).with_context(|| format!("--timeout {t:?} is not a duration; use e.g. 5s, 500ms or 2m"))?,
+            annotations::parse_duration(t).with_context(|| format!("--timeout {t:?} is not a positive duration; use e.g. 5s, 500ms or 2m"))?,
         );
     }
     Ok(())

@@ -10,13 +10,13 @@ pub const TIMEOUT: &str = "berth.dev/timeout";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnnotationError {
-    #[error("annotation {key}: {source}")]
+    #[error("annotation {key}")]
     Net {
         key: &'static str,
         #[source]
         source: RuleError,
     },
-    #[error("annotation {key}={value:?} is not a duration; use e.g. 30s, 500ms or 2m")]
+    #[error("annotation {key}={value:?} is not a positive duration; use e.g. 30s, 500ms or 2m")]
     Duration { key: &'static str, value: String },
     #[error("annotation {key}={value:?} is not a boolean; use true or false")]
     Bool { key: &'static str, value: String },

@@ -14,7 +14,7 @@ const HIDDEN_MOUNT_TYPES: &[&str] =
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("cannot read {path}: {source}; pass --bundle a directory that holds config.json")]
+    #[error("cannot read {path} (pass --bundle a directory that holds config.json)")]
     Read {
         path: PathBuf,
         #[source]
@@ -22,7 +22,7 @@ pub enum BundleError {
     },
     #[error("{path} is {size} bytes, over the {max}-byte limit for config.json")]
     TooLarge { path: PathBuf, size: u64, max: u64 },
-    #[error("{path} is not a valid OCI runtime spec: {source}")]
+    #[error("{path} is not a valid OCI runtime spec")]
     Parse {
         path: PathBuf,
         #[source]
@@ -30,7 +30,7 @@ pub enum BundleError {
     },
     #[error("{path}: {what}")]
     Invalid { path: PathBuf, what: String },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Annotation {
         path: PathBuf,
         #[source]

@@ -9,13 +9,13 @@ use std::path::Path;
 pub enum EntryError {
     #[error("entrypoint {arg0:?} not found in the rootfs {root} (looked in {looked}); set process.args[0] to the module's path, e.g. /app.wasm")]
     NotFound { arg0: String, root: String, looked: String },
-    #[error("opening module {source_name}: {source}")]
+    #[error("opening module {source_name}")]
     Open {
         source_name: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("module {source_name} is not a regular file; point args[0] at a .wasm or .wat file")]
+    #[error("module {source_name} is not a regular file; give the path of a .wasm or .wat file")]
     NotAFile { source_name: String },
 }
 
@@ -89,7 +89,16 @@ pub fn open_source(source: &ModuleSource) -> Result<File, EntryError> {
     let source_name = source.to_string();
     let err = |source| EntryError::Open { source_name: source_name.clone(), source };
     let file = match source {
-        ModuleSource::File(p) => File::open(p).map_err(err)?,
+        // O_NONBLOCK: a FIFO or device named as the module must not hang
+        // the open; the regular-file check below then refuses it.
+        ModuleSource::File(p) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(p)
+                .map_err(err)?
+        }
         ModuleSource::InRoot { root, path } => open_in_root(root, path).map_err(err)?,
         ModuleSource::None => {
             return Err(EntryError::Open {

@@ -113,6 +113,8 @@ pub(super) async fn component_entry<T: WasiView + Send + 'static>(
         if !exports.iter().any(|e| e.starts_with("wasi:cli/run@")) {
             let hint = if exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@")) {
                 "it is an HTTP handler (wasi:http/incoming-handler); serve it instead of running it".to_string()
+            } else if exports.is_empty() {
+                "it exports nothing".to_string()
             } else {
                 format!("it exports [{}]; call a function as {name}#NAME", exports.join(", "))
             };

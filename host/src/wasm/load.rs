@@ -12,7 +12,7 @@ pub const DEFAULT_MAX_MODULE_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("reading {name}: {source}")]
+    #[error("reading {name}")]
     Read {
         name: String,
         #[source]
@@ -108,6 +108,9 @@ fn looks_like_wat(bytes: &[u8]) -> bool {
 fn describe(bytes: &[u8]) -> String {
     if bytes.is_empty() {
         return "an empty file".into();
+    }
+    if Engine::detect_precompiled(bytes).is_some() {
+        return "precompiled wasmtime code (already compiled; run it with --allow-precompiled)".into();
     }
     if bytes.starts_with(b"\x7fELF") {
         return "a native ELF executable".into();
