@@ -4,45 +4,69 @@ mod common;
 use common::{guests, Berth};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// A one-shot loopback server answering `pong:<request>`.
-fn pong_server() -> (u16, std::thread::JoinHandle<bool>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    l.set_nonblocking(true).unwrap();
-    let h = std::thread::spawn(move || {
-        for _ in 0..300 {
-            match l.accept() {
-                Ok((mut c, _)) => {
-                    c.set_nonblocking(false).unwrap();
-                    let mut buf = Vec::new();
-                    c.read_to_end(&mut buf).unwrap();
-                    c.write_all(b"pong:").unwrap();
-                    c.write_all(&buf).unwrap();
-                    return true;
+/// A loopback server that answers each connection with `pong:<request>`
+/// and records every request it saw, until it is finished.
+struct PongServer {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl PongServer {
+    fn start() -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            // Bounded: a test that forgets to finish still ends.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stopped.load(Ordering::SeqCst) && Instant::now() < deadline {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        c.set_nonblocking(false).unwrap();
+                        let mut buf = Vec::new();
+                        c.read_to_end(&mut buf).unwrap();
+                        c.write_all(b"pong:").unwrap();
+                        c.write_all(&buf).unwrap();
+                        seen.push(String::from_utf8_lossy(&buf).into_owned());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
-        }
-        false
-    });
-    (port, h)
+            seen
+        });
+        PongServer { port, stop, handle }
+    }
+
+    /// Stops the server; returns the requests it received.
+    fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().unwrap()
+    }
 }
 
 #[test]
 fn connect_to_granted_address_succeeds() {
-    let (port, server) = pong_server();
+    let server = PongServer::start();
+    let port = server.port;
     let rule = format!("127.0.0.1/32:{port}");
     let out = Berth::new().run(&["run", "--net-connect", &rule, guests::TCP_CLIENT_P2, &format!("127.0.0.1:{port}")]);
     out.expect_code(0);
     assert_eq!(out.stdout.trim(), "reply=pong:ping");
-    assert!(server.join().unwrap());
+    assert_eq!(server.finish(), vec!["ping".to_string()]);
 }
 
 #[test]
 fn connect_elsewhere_is_denied_inside_the_guest() {
-    let (port, server) = pong_server();
+    let server = PongServer::start();
+    let port = server.port;
     let b = Berth::new();
     let target = format!("127.0.0.1:{port}");
     // no rule at all; a rule for another port; a rule for another address
@@ -60,8 +84,7 @@ fn connect_elsewhere_is_denied_inside_the_guest() {
         );
     }
     // the server never saw a connection from the guest
-    drop(TcpStream::connect(&target).map(|s| s.shutdown(std::net::Shutdown::Write)));
-    assert!(server.join().unwrap());
+    assert_eq!(server.finish(), Vec::<String>::new());
 }
 
 fn free_port() -> u16 {
