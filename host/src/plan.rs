@@ -48,6 +48,9 @@ pub enum ModuleSource {
     /// A path inside a container root, resolved beneath `root` (symlinks
     /// included) so it can never name a file outside the rootfs.
     InRoot { root: PathBuf, path: String },
+    /// A content-addressed blob (an image's wasm layer): its bytes must
+    /// hash to `digest` (`sha256:<hex>`), or it is refused.
+    Blob { path: PathBuf, digest: String },
     #[default]
     None,
 }
@@ -57,6 +60,7 @@ impl std::fmt::Display for ModuleSource {
         match self {
             ModuleSource::File(p) => write!(f, "{}", p.display()),
             ModuleSource::InRoot { root, path } => write!(f, "{path} (in rootfs {})", root.display()),
+            ModuleSource::Blob { digest, .. } => write!(f, "blob {digest}"),
             ModuleSource::None => f.write_str("<no module>"),
         }
     }

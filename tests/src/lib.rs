@@ -2,6 +2,7 @@
 //!
 //! - [`guests`]: paths of the guest programs from `guest-examples/`, built
 //!   for wasm by this crate's build script.
+//! - [`containerd`]: a private containerd started and stopped by a test.
 //! - [`tree`]: snapshots of a directory tree, to prove that a guest left
 //!   the host unchanged.
 
@@ -11,4 +12,5 @@ pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
 
+pub mod containerd;
 pub mod tree;

@@ -1,5 +1,6 @@
 //! `berth` command-line interface (clap derive).
 mod compile;
+mod image;
 mod logging;
 mod run;
 mod size;
@@ -21,8 +22,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a wasm module or component, or an OCI bundle.
+    /// Run a wasm module or component, an imported image, or an OCI bundle.
     Run(run::RunArgs),
+    /// Build, import, list and remove OCI images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Precompile modules into the cache (or to a file with -o).
     Compile(compile::CompileArgs),
 }
@@ -41,6 +45,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Compile(args) => compile::compile(args),
+        Command::Image(cmd) => image::image(cmd),
     };
     match result {
         Ok(code) => code,

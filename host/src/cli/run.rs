@@ -1,7 +1,9 @@
-//! `berth run`: a module or component file, or an OCI bundle.
+//! `berth run`: a module or component file, an image from the local
+//! store, or an OCI bundle.
 use super::size::parse_size;
 use anyhow::{bail, Context, Result};
 use berth_host::caps::{dirs, identity, net::NetPolicy};
+use berth_host::oci::image::{self, store::Store, unpack};
 use berth_host::oci::{annotations, bundle, entry};
 use berth_host::plan::{CpuQuota, Entrypoint, ModuleSource, RunPlan};
 use berth_host::wasm::{cache::Cache, EngineOptions, Exit, Interrupt, Reason, Runtime, WasmEngine};
@@ -47,8 +49,8 @@ pub struct RunArgs {
     /// Do not read or write the precompile cache.
     #[arg(long)]
     no_cache: bool,
-    /// MODULE[#EXPORT] and the guest's arguments.
-    #[arg(value_name = "MODULE[#EXPORT] [ARGS]", trailing_var_arg = true, allow_hyphen_values = true)]
+    /// MODULE[#EXPORT] (a file) or IMAGE (from `berth image ls`), then the guest's arguments.
+    #[arg(value_name = "MODULE[#EXPORT]|IMAGE [ARGS]", trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 
@@ -56,7 +58,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let max_module = parse_size(&args.max_module_size).context("--max-module-size")?;
     let plan = match &args.bundle {
         Some(dir) => bundle_plan(&args, dir)?,
-        None => file_plan(&args)?,
+        None => match image_target(&args)? {
+            Some(store) => image_plan(&args, &store)?,
+            None => file_plan(&args)?,
+        },
     };
     tracing::debug!(plan = ?plan, "run plan");
     let engine = WasmEngine::new(&EngineOptions::single())?;
@@ -119,15 +124,54 @@ fn file_plan(args: &RunArgs) -> Result<RunPlan> {
         allow_precompiled: args.allow_precompiled,
         ..Default::default()
     };
+    apply_grants(args, &mut plan)?;
+    apply_limits(args, &mut plan)?;
+    Ok(plan)
+}
+
+/// The store holding the image `berth run TARGET` names, when TARGET is
+/// not a file but an image name or digest there.
+fn image_target(args: &RunArgs) -> Result<Option<Store>> {
+    let Some(target) = args.command.first() else { return Ok(None) };
+    let (path, _) = entry::split_export(target, |p| Path::new(p).exists());
+    if Path::new(&path).exists() || path.starts_with('/') || path.starts_with('.') {
+        return Ok(None);
+    }
+    let dir = Store::default_dir();
+    if dir.join("index.json").exists() {
+        let store = Store::open(&dir)?;
+        if store.resolve(target).is_ok() {
+            return Ok(Some(store));
+        }
+    }
+    let ext = Path::new(&path).extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !matches!(ext, "wasm" | "wat" | "cwasm") {
+        bail!("{target:?} is neither a file nor an image in the local store; `berth image ls` lists images, `berth image import` adds one");
+    }
+    Ok(None)
+}
+
+fn image_plan(args: &RunArgs, store: &Store) -> Result<RunPlan> {
+    let (name, guest_args) = args.command.split_first().expect("checked by image_target");
+    let mut plan = image::plan_for_image(store, name, guest_args, &unpack::Limits::default())?;
+    plan.allow_precompiled = args.allow_precompiled;
+    apply_grants(args, &mut plan)?;
+    apply_limits(args, &mut plan)?;
+    Ok(plan)
+}
+
+/// `--dir`, `--env` and `--net-*`: what the user grants on top of a file
+/// or an image (a `-e` replaces an image's variable of the same name).
+fn apply_grants(args: &RunArgs, plan: &mut RunPlan) -> Result<()> {
     for d in &args.dirs {
         plan.preopens.push(dirs::parse_dir(d)?);
     }
     for e in &args.env {
         match e.split_once('=') {
-            Some((k, v)) if !k.is_empty() => plan.env.push((k.to_string(), v.to_string())),
+            Some((k, v)) if !k.is_empty() => set_env(plan, k, v.to_string()),
             Some(_) => bail!("invalid --env {e:?}: the name is empty; use KEY=VALUE"),
             None => match std::env::var(e) {
-                Ok(v) => plan.env.push((e.clone(), v)),
+                Ok(v) => set_env(plan, e, v),
                 Err(_) => tracing::debug!(name = %e, "--env names a variable the host does not have; not set"),
             },
         }
@@ -140,8 +184,12 @@ fn file_plan(args: &RunArgs) -> Result<RunPlan> {
         NetPolicy::parse_list(r, &mut net.listen).context("--net-listen")?;
     }
     plan.net = net;
-    apply_limits(args, &mut plan)?;
-    Ok(plan)
+    Ok(())
+}
+
+fn set_env(plan: &mut RunPlan, key: &str, value: String) {
+    plan.env.retain(|(k, _)| k != key);
+    plan.env.push((key.to_string(), value));
 }
 
 fn bundle_plan(args: &RunArgs, dir: &Path) -> Result<RunPlan> {

@@ -91,7 +91,7 @@ pub fn open_source(source: &ModuleSource) -> Result<File, EntryError> {
     let file = match source {
         // O_NONBLOCK: a FIFO or device named as the module must not hang
         // the open; the regular-file check below then refuses it.
-        ModuleSource::File(p) => {
+        ModuleSource::File(p) | ModuleSource::Blob { path: p, .. } => {
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::OpenOptions::new()
                 .read(true)

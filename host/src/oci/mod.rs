@@ -1,7 +1,9 @@
-//! OCI inputs: runtime bundles (`config.json` + rootfs) to [`RunPlan`]s.
+//! OCI inputs: runtime bundles (`config.json` + rootfs) and images to
+//! [`RunPlan`]s.
 //!
 //! [`RunPlan`]: crate::plan::RunPlan
 
 pub mod annotations;
 pub mod bundle;
 pub mod entry;
+pub mod image;

@@ -23,6 +23,10 @@ impl CacheKey {
     pub fn new(wasm: &[u8], engine_key: &str) -> Self {
         CacheKey(format!("{}-{engine_key}", hex::encode(Sha256::digest(wasm))))
     }
+    /// A key from an already known sha256 (hex) of the wasm bytes.
+    pub fn from_sha256(hex: &str, engine_key: &str) -> Self {
+        CacheKey(format!("{hex}-{engine_key}"))
+    }
     pub fn as_str(&self) -> &str {
         &self.0
     }

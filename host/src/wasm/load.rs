@@ -24,6 +24,8 @@ pub enum LoadError {
     NotWasm { name: String, found: String },
     #[error("{name} is not valid WebAssembly: {reason}; rebuild it for wasm32-wasip1 or wasm32-wasip2")]
     Invalid { name: String, reason: String },
+    #[error("{name}: content has digest {actual}, not the expected {expected}; the blob is corrupt, re-import the image")]
+    DigestMismatch { name: String, expected: String, actual: String },
     #[error("{name} is precompiled machine code; pass --allow-precompiled if you trust its origin")]
     PrecompiledNotAllowed { name: String },
     #[error("{name} is precompiled code that this berth cannot load ({reason}); recompile it with `berth compile`")]
@@ -131,6 +133,7 @@ pub fn load(
     name: &str,
     bytes: Vec<u8>,
     allow_precompiled: bool,
+    known_sha256: Option<&str>,
 ) -> Result<(Loaded, LoadInfo), LoadError> {
     let e = &engine.engine;
     if let Some(pre) = Engine::detect_precompiled(&bytes) {
@@ -148,8 +151,14 @@ pub fn load(
         let loaded = unsafe { deserialize(e, kind, Trusted::Bytes(&bytes)) }.map_err(incompatible)?;
         return Ok((loaded, LoadInfo { cache_hit: false, precompiled_input: true }));
     }
+    let binary_input = classify(&bytes).is_some();
     let (kind, wasm) = to_wasm(name, bytes)?;
-    let key = CacheKey::new(&wasm, engine.compatibility_key());
+    let key = match known_sha256 {
+        // The hash of the input is the hash of the wasm only when no text
+        // was assembled.
+        Some(hex) if binary_input => CacheKey::from_sha256(hex, engine.compatibility_key()),
+        _ => CacheKey::new(&wasm, engine.compatibility_key()),
+    };
     if let Some(path) = cache.lookup(&key) {
         let t = Instant::now();
         // SAFETY: cache entries are written only by berth into its own
@@ -199,7 +208,7 @@ unsafe fn deserialize(e: &Engine, kind: Kind, code: Trusted<'_>) -> wasmtime::Re
 }
 
 /// Binary wasm from `bytes`: binary input as is, `.wat` text assembled.
-fn to_wasm(name: &str, bytes: Vec<u8>) -> Result<(Kind, Vec<u8>), LoadError> {
+pub fn to_wasm(name: &str, bytes: Vec<u8>) -> Result<(Kind, Vec<u8>), LoadError> {
     if let Some(kind) = classify(&bytes) {
         return Ok((kind, bytes));
     }

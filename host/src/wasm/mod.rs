@@ -3,12 +3,14 @@
 //! - [`engine`]: the one shared `Engine` (pooling allocator, epochs).
 //! - [`cache`]: precompiled-code cache.
 //! - [`load`]: bytes to module or component (detection, `.wat`, cache).
+//! - [`inspect`]: a component's imports and exports, read without compiling.
 //! - [`limits`]: memory cap and CPU quota of one guest.
 //! - [`interrupt`]: signals and timeouts that stop a guest.
 //! - [`run`]: runs a [`RunPlan`](crate::plan::RunPlan) to an [`Exit`].
 
 pub mod cache;
 pub mod engine;
+pub mod inspect;
 pub mod interrupt;
 pub mod invoke;
 pub mod limits;

@@ -135,7 +135,11 @@ impl Runtime {
     /// Opens, reads and compiles (or loads from cache) the plan's code.
     pub fn prepare(&self, plan: &RunPlan) -> Result<Prepared, RunError> {
         let (name, bytes) = self.read_source(&plan.entrypoint.source)?;
-        let (loaded, info) = load::load(&self.engine, &self.cache, &name, bytes, plan.allow_precompiled)?;
+        let known = match &plan.entrypoint.source {
+            ModuleSource::Blob { digest, .. } => digest.strip_prefix("sha256:"),
+            _ => None,
+        };
+        let (loaded, info) = load::load(&self.engine, &self.cache, &name, bytes, plan.allow_precompiled, known)?;
         Ok(Prepared { name, loaded, info })
     }
 
@@ -145,6 +149,13 @@ impl Runtime {
         let name = source.to_string();
         let file = entry::open_source(source)?;
         let bytes = load::read_capped(file, &name, self.max_module_bytes)?;
+        if let ModuleSource::Blob { digest, .. } = source {
+            use sha2::Digest as _;
+            let actual = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+            if &actual != digest {
+                return Err(load::LoadError::DigestMismatch { name, expected: digest.clone(), actual }.into());
+            }
+        }
         Ok((name, bytes))
     }
 

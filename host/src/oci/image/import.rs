@@ -1,0 +1,417 @@
+//! `berth image import`: OCI image layout archives or directories and
+//! `docker save` archives into the local store. Every blob is verified
+//! against its digest as it streams in; only the blobs of the chosen
+//! images are kept, and they become visible all at once.
+use super::digest;
+use super::names;
+use super::platform::{self, Platform};
+use super::store::{Ingest, Store, StoreError, MAX_JSON_BYTES, NAME_ANNOTATION, REF_ANNOTATION};
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+const INDEX_TYPES: &[&str] = &["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
+const MANIFEST_TYPES: &[&str] = &["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"];
+/// Nested indexes deeper than this are refused.
+const MAX_INDEX_DEPTH: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path} is neither an OCI image layout (oci-layout + index.json) nor a `docker save` archive (manifest.json)")]
+    NotAnImage { path: PathBuf },
+    #[error("{what} is over the {max}-byte limit for JSON documents")]
+    TooLarge { what: String, max: u64 },
+    #[error("{what} is not valid JSON for its media type")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what}: {problem}")]
+    Invalid { what: String, problem: String },
+    #[error("{name}: no manifest for platform {wanted} (the image has: {available}); choose one with --platform")]
+    NoPlatform { name: String, wanted: String, available: String },
+    #[error("{name}: several manifests match platform {platform} ({digests}); the index is ambiguous")]
+    AmbiguousPlatform { name: String, platform: String, digests: String },
+    #[error("the archive holds an image without a name ({digest}); name it with --name")]
+    Unnamed { digest: String },
+    #[error(transparent)]
+    Name(#[from] names::NameError),
+}
+
+fn invalid(what: impl Into<String>, problem: impl Into<String>) -> ImportError {
+    ImportError::Invalid { what: what.into(), problem: problem.into() }
+}
+
+pub struct ImportOptions {
+    /// `os/arch[/variant]` to pick from multi-platform images.
+    pub platform: Option<Platform>,
+    /// Name for the image (overrides the archive's own names).
+    pub name: Option<String>,
+}
+
+/// One imported image.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub name: String,
+    pub digest: String,
+    pub platform: String,
+}
+
+/// Small documents found in the input, and where its other files went.
+#[derive(Default)]
+struct Found {
+    oci_layout: Option<Vec<u8>>,
+    index: Option<Vec<u8>>,
+    docker_manifest: Option<Vec<u8>>,
+    /// Path inside the archive -> staged digest (Docker's legacy files).
+    files: HashMap<String, String>,
+    /// Path inside the archive -> symlink target (normalized).
+    links: HashMap<String, String>,
+}
+
+fn norm(path: &str) -> String {
+    path.split('/').filter(|c| !c.is_empty() && *c != ".").collect::<Vec<_>>().join("/")
+}
+
+fn read_json_entry(r: impl Read, what: &str) -> Result<Vec<u8>, ImportError> {
+    let mut buf = Vec::new();
+    r.take(MAX_JSON_BYTES + 1).read_to_end(&mut buf).map_err(|source| ImportError::Read { path: what.into(), source })?;
+    if buf.len() as u64 > MAX_JSON_BYTES {
+        return Err(ImportError::TooLarge { what: what.into(), max: MAX_JSON_BYTES });
+    }
+    Ok(buf)
+}
+
+/// Imports the archive or layout directory at `path`.
+pub fn import(store: &Store, path: &Path, opts: &ImportOptions, progress: &dyn Fn(std::fs::File) -> Box<dyn Read>) -> Result<Vec<Imported>, ImportError> {
+    let ingest = store.ingest()?;
+    let read_err = |source| ImportError::Read { path: path.to_path_buf(), source };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    let found = if meta.is_dir() { scan_dir(path)? } else {
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let input = super::layer::decompress(progress(file)).map_err(read_err)?;
+        scan_tar(&ingest, input, path)?
+    };
+    let images = if found.index.is_some() {
+        if let Some(l) = &found.oci_layout {
+            let v: Value = serde_json::from_slice(l).map_err(|source| ImportError::Json { what: "oci-layout".into(), source })?;
+            if v.get("imageLayoutVersion").and_then(Value::as_str).is_none() {
+                return Err(invalid("oci-layout", "has no imageLayoutVersion"));
+            }
+        }
+        from_oci_index(&ingest, &found, opts)?
+    } else if found.docker_manifest.is_some() {
+        from_docker(&ingest, &found, opts)?
+    } else {
+        return Err(ImportError::NotAnImage { path: path.to_path_buf() });
+    };
+    let commit: Vec<(String, Descriptor, Vec<String>)> =
+        images.iter().map(|(i, d, blobs)| (i.name.clone(), d.clone(), blobs.clone())).collect();
+    ingest.commit(&commit)?;
+    Ok(images.into_iter().map(|(i, _, _)| i).collect())
+}
+
+fn scan_tar(ingest: &Ingest<'_>, input: impl Read, path: &Path) -> Result<Found, ImportError> {
+    let read_err = |source| ImportError::Read { path: path.to_path_buf(), source };
+    let mut found = Found::default();
+    let mut archive = tar::Archive::new(input);
+    for entry in archive.entries().map_err(read_err)? {
+        let mut entry = entry.map_err(read_err)?;
+        let name = norm(&String::from_utf8_lossy(&entry.path_bytes()));
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            if let Some(t) = entry.link_name_bytes() {
+                let t = String::from_utf8_lossy(&t).into_owned();
+                let base = if kind.is_symlink() { Path::new(&name).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default() } else { String::new() };
+                found.links.insert(name, resolve_rel(&base, &t));
+            }
+            continue;
+        }
+        if !kind.is_file() {
+            continue;
+        }
+        match name.as_str() {
+            "oci-layout" => found.oci_layout = Some(read_json_entry(&mut entry, "oci-layout")?),
+            "index.json" => found.index = Some(read_json_entry(&mut entry, "index.json")?),
+            "manifest.json" => found.docker_manifest = Some(read_json_entry(&mut entry, "manifest.json")?),
+            n => {
+                let expected = n.strip_prefix("blobs/").and_then(|r| r.split_once('/')).map(|(alg, hex)| format!("{alg}:{hex}"));
+                let (d, _) = ingest.put(&mut entry, expected.as_deref().map(|d| (d, None)))?;
+                found.files.insert(n.to_string(), d);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// `base/target` with `..` resolved lexically (never above the archive root).
+fn resolve_rel(base: &str, target: &str) -> String {
+    let mut out: Vec<&str> = if target.starts_with('/') { vec![] } else { base.split('/').filter(|c| !c.is_empty()).collect() };
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out.join("/")
+}
+
+fn scan_dir(dir: &Path) -> Result<Found, ImportError> {
+    let read = |name: &str| -> Result<Option<Vec<u8>>, ImportError> {
+        let p = dir.join(name);
+        match std::fs::File::open(&p) {
+            Ok(f) => Ok(Some(read_json_entry(f, name)?)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ImportError::Read { path: p, source }),
+        }
+    };
+    let mut found = Found { oci_layout: read("oci-layout")?, index: read("index.json")?, docker_manifest: read("manifest.json")?, ..Default::default() };
+    // Blobs are copied in (verified) on demand, by `stage`.
+    found.files.insert("\0dir".into(), dir.display().to_string());
+    Ok(found)
+}
+
+/// Makes sure a blob is staged (copying it from a layout directory when
+/// the input is one) and matches its descriptor's size.
+fn stage(ingest: &Ingest<'_>, found: &Found, d: &Descriptor) -> Result<(), ImportError> {
+    let digest = d.digest().to_string();
+    digest::hex_of(&digest).map_err(StoreError::from)?;
+    if !ingest.has(&digest) {
+        let Some(dir) = found.files.get("\0dir") else {
+            return Err(StoreError::Missing { digest }.into());
+        };
+        let p = Path::new(dir).join("blobs").join(d.digest().algorithm().as_ref()).join(d.digest().digest());
+        let f = std::fs::File::open(&p).map_err(|source| ImportError::Read { path: p.clone(), source })?;
+        ingest.put(f, Some((&digest, Some(d.size()))))?;
+    }
+    let len = ingest.open(&digest)?.metadata().map_err(|source| ImportError::Read { path: digest.clone().into(), source })?.len();
+    if len != d.size() {
+        return Err(StoreError::SizeMismatch { digest, expected: d.size(), actual: len }.into());
+    }
+    Ok(())
+}
+
+fn read_doc(ingest: &Ingest<'_>, found: &Found, d: &Descriptor) -> Result<Vec<u8>, ImportError> {
+    stage(ingest, found, d)?;
+    Ok(ingest.read_small(d.digest().as_ref(), Some(d.size()))?)
+}
+
+/// A manifest that could be imported, with its platform.
+struct Candidate {
+    desc: Descriptor,
+    manifest: ImageManifest,
+    platform: Platform,
+}
+
+fn from_oci_index(ingest: &Ingest<'_>, found: &Found, opts: &ImportOptions) -> Result<Vec<(Imported, Descriptor, Vec<String>)>, ImportError> {
+    let index: ImageIndex = parse("index.json", found.index.as_deref().unwrap_or_default())?;
+    // Group the top-level entries by the name they carry.
+    let mut groups: BTreeMap<Option<String>, Vec<Descriptor>> = BTreeMap::new();
+    for d in index.manifests() {
+        let ann = d.annotations().clone().unwrap_or_default();
+        let name = match (&opts.name, ann.get(NAME_ANNOTATION), ann.get(REF_ANNOTATION)) {
+            (Some(n), _, _) => Some(names::normalize(n)?),
+            (None, Some(n), _) => Some(names::normalize(n)?),
+            (None, None, Some(r)) if r.contains('/') || r.contains(':') => Some(names::normalize(r)?),
+            _ => None,
+        };
+        groups.entry(name).or_default().push(d.clone());
+    }
+    let mut out = Vec::new();
+    for (name, descs) in groups {
+        let mut cands = Vec::new();
+        for d in &descs {
+            collect(ingest, found, d, 0, &mut cands)?;
+        }
+        let label = name.clone().unwrap_or_else(|| "unnamed image".into());
+        let chosen = choose(&label, cands, opts.platform.as_ref())?;
+        let Some(name) = name else {
+            return Err(ImportError::Unnamed { digest: chosen.desc.digest().to_string() });
+        };
+        out.push(finish(ingest, found, name, chosen)?);
+    }
+    Ok(out)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, ImportError> {
+    serde_json::from_slice(bytes).map_err(|source| ImportError::Json { what: what.into(), source })
+}
+
+/// Walks a descriptor (index or manifest) down to the manifests it names.
+fn collect(ingest: &Ingest<'_>, found: &Found, d: &Descriptor, depth: usize, out: &mut Vec<Candidate>) -> Result<(), ImportError> {
+    let what = format!("{} {}", d.media_type(), d.digest());
+    let mt = d.media_type().to_string();
+    if INDEX_TYPES.contains(&mt.as_str()) {
+        if depth >= MAX_INDEX_DEPTH {
+            return Err(invalid(what, format!("indexes nested deeper than {MAX_INDEX_DEPTH}")));
+        }
+        let bytes = read_doc(ingest, found, d)?;
+        let v: Value = parse(&what, &bytes)?;
+        check_shape(&what, &v, &mt, true)?;
+        let index: ImageIndex = parse(&what, &bytes)?;
+        for m in index.manifests() {
+            collect(ingest, found, m, depth + 1, out)?;
+        }
+        return Ok(());
+    }
+    if !MANIFEST_TYPES.contains(&mt.as_str()) {
+        tracing::debug!(descriptor = %what, "index entry of another media type skipped");
+        return Ok(());
+    }
+    let bytes = read_doc(ingest, found, d)?;
+    let v: Value = parse(&what, &bytes)?;
+    check_shape(&what, &v, &mt, false)?;
+    let manifest: ImageManifest = parse(&what, &bytes)?;
+    let platform = match d.platform() {
+        Some(p) => Platform::from_oci(p),
+        None => {
+            let cfg = read_doc(ingest, found, manifest.config())?;
+            platform::of_config(&cfg)
+        }
+    };
+    out.push(Candidate { desc: d.clone(), manifest, platform });
+    Ok(())
+}
+
+/// A document must be what its descriptor says: an index has `manifests`
+/// and no `layers`; a manifest has `config` and `layers`; a `mediaType`
+/// inside must agree with the descriptor's.
+fn check_shape(what: &str, v: &Value, media_type: &str, is_index: bool) -> Result<(), ImportError> {
+    if let Some(inner) = v.get("mediaType").and_then(Value::as_str) {
+        if inner != media_type {
+            return Err(invalid(what, format!("the document says its media type is {inner}")));
+        }
+    }
+    let has_manifests = v.get("manifests").is_some();
+    let has_layers = v.get("layers").is_some() || v.get("config").is_some();
+    match (is_index, has_manifests, has_layers) {
+        (true, true, false) | (false, false, true) => Ok(()),
+        (_, true, true) => Err(invalid(what, "has both `manifests` and `layers`/`config`: ambiguous between an index and a manifest")),
+        (true, false, _) => Err(invalid(what, "is described as an index but has no `manifests`")),
+        (false, _, false) => Err(invalid(what, "is described as a manifest but has no `config`/`layers`")),
+    }
+}
+
+fn choose(name: &str, cands: Vec<Candidate>, wanted: Option<&Platform>) -> Result<Candidate, ImportError> {
+    if cands.is_empty() {
+        return Err(invalid(name, "the index names no image manifest"));
+    }
+    let order: Vec<Platform> = match wanted {
+        Some(p) => vec![p.clone()],
+        None => platform::preferred(),
+    };
+    for want in &order {
+        let hits: Vec<&Candidate> = cands.iter().filter(|c| want.matches(&c.platform)).collect();
+        let mut digests: Vec<String> = hits.iter().map(|c| c.desc.digest().to_string()).collect();
+        digests.dedup();
+        match digests.len() {
+            0 => continue,
+            1 => {
+                let d = digests[0].clone();
+                return Ok(cands.into_iter().find(|c| c.desc.digest().to_string() == d).expect("present"));
+            }
+            _ => return Err(ImportError::AmbiguousPlatform { name: name.into(), platform: want.to_string(), digests: digests.join(", ") }),
+        }
+    }
+    // A single manifest of another platform is taken when none was asked
+    // for: `berth run` says clearly if it cannot run it.
+    if wanted.is_none() && cands.len() == 1 {
+        return Ok(cands.into_iter().next().expect("one"));
+    }
+    let available = cands.iter().map(|c| c.platform.to_string()).collect::<Vec<_>>().join(", ");
+    let wanted = order.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" or ");
+    Err(ImportError::NoPlatform { name: name.into(), wanted, available })
+}
+
+/// Stages the config and layers of the chosen manifest.
+fn finish(ingest: &Ingest<'_>, found: &Found, name: String, c: Candidate) -> Result<(Imported, Descriptor, Vec<String>), ImportError> {
+    let mut blobs = vec![c.desc.digest().to_string()];
+    stage(ingest, found, c.manifest.config())?;
+    blobs.push(c.manifest.config().digest().to_string());
+    for l in c.manifest.layers() {
+        stage(ingest, found, l)?;
+        blobs.push(l.digest().to_string());
+    }
+    let mut desc = c.desc.clone();
+    desc.set_platform(Some(c.platform.to_oci()));
+    desc.set_annotations(None);
+    Ok((Imported { name, digest: c.desc.digest().to_string(), platform: c.platform.to_string() }, desc, blobs))
+}
+
+/// `docker save` output: `manifest.json` lists config and layer files.
+fn from_docker(ingest: &Ingest<'_>, found: &Found, opts: &ImportOptions) -> Result<Vec<(Imported, Descriptor, Vec<String>)>, ImportError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Entry {
+        config: String,
+        #[serde(default)]
+        repo_tags: Option<Vec<String>>,
+        layers: Vec<String>,
+    }
+    let entries: Vec<Entry> = parse("manifest.json", found.docker_manifest.as_deref().unwrap_or_default())?;
+    let file = |p: &str| -> Result<String, ImportError> {
+        let mut p = norm(p);
+        for _ in 0..8 {
+            if let Some(d) = found.files.get(&p) {
+                return Ok(d.clone());
+            }
+            match found.links.get(&p) {
+                Some(t) => p = t.clone(),
+                None => break,
+            }
+        }
+        Err(invalid("manifest.json", format!("names {p}, which the archive does not hold")))
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let config_digest = file(&e.config)?;
+        let config = ingest.read_small(&config_digest, None)?;
+        let platform = platform::of_config(&config);
+        if let Some(want) = &opts.platform {
+            if !want.matches(&platform) {
+                return Err(ImportError::NoPlatform { name: e.config.clone(), wanted: want.to_string(), available: platform.to_string() });
+            }
+        }
+        let mut layers = Vec::new();
+        for l in &e.layers {
+            let d = file(l)?;
+            let size = ingest.open(&d)?.metadata().map_err(|source| ImportError::Read { path: l.into(), source })?.len();
+            layers.push(serde_json::json!({ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": size }));
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPES[0],
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len() },
+            "layers": layers,
+        });
+        let bytes = serde_json::to_vec(&manifest).expect("JSON values serialize");
+        let (md, size) = ingest.put_bytes(&bytes)?;
+        let desc: Descriptor = serde_json::from_value(serde_json::json!({ "mediaType": MANIFEST_TYPES[0], "digest": md, "size": size }))
+            .map_err(|source| ImportError::Json { what: "built manifest".into(), source })?;
+        let manifest: ImageManifest = parse("built manifest", &bytes)?;
+        let tags: Vec<String> = match (&opts.name, e.repo_tags.unwrap_or_default()) {
+            (Some(n), _) => vec![n.clone()],
+            (None, t) if t.is_empty() => return Err(ImportError::Unnamed { digest: md }),
+            (None, t) => t,
+        };
+        for t in tags {
+            let c = Candidate { desc: desc.clone(), manifest: manifest.clone(), platform: platform.clone() };
+            out.push(finish(ingest, found, names::normalize(&t)?, c)?);
+        }
+    }
+    Ok(out)
+}

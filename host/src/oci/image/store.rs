@@ -1,0 +1,387 @@
+//! The local image store: `$BERTH_ROOT/images` is itself an OCI image
+//! layout (`oci-layout`, `index.json`, `blobs/sha256/...`), so any OCI tool
+//! can read it. Blobs are verified by digest when written and when read;
+//! new content lands in a private staging directory and becomes visible
+//! only when its image is tagged, under an exclusive lock.
+use super::digest::{self, DigestError, HashReader};
+use super::names;
+use oci_spec::image::{Descriptor, ImageManifest, MediaType};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Annotation holding an image's full name in the store's `index.json`
+/// (the one containerd uses).
+pub const NAME_ANNOTATION: &str = "io.containerd.image.name";
+/// The OCI layout annotation for a reference name.
+pub const REF_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+/// Manifests, indexes and configs larger than this are refused unread.
+pub const MAX_JSON_BYTES: u64 = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("image store {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+    #[error("blob {digest}: content has digest {actual}; the source is corrupt or was tampered with")]
+    DigestMismatch { digest: String, actual: String },
+    #[error("blob {digest}: {actual} bytes where its descriptor says {expected}")]
+    SizeMismatch { digest: String, expected: u64, actual: u64 },
+    #[error("blob {digest} is over the {max}-byte limit for JSON documents")]
+    TooLarge { digest: String, max: u64 },
+    #[error("blob {digest} is missing from the store; re-import the image")]
+    Missing { digest: String },
+    #[error("no image named {name:?} (`berth image ls` lists images)")]
+    NoSuchImage { name: String },
+    #[error("{name:?} matches several images ({matches}); give more of the digest or the full name")]
+    Ambiguous { name: String, matches: String },
+    #[error(transparent)]
+    Name(#[from] names::NameError),
+    #[error("{what} in the image store is not valid JSON")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// One named image in the store.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub name: String,
+    pub manifest: Descriptor,
+}
+
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating when needed) the store at `dir`.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let dir = dir.into();
+        for sub in ["blobs/sha256", "ingest"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(io_err(&p))?;
+        }
+        let layout = dir.join("oci-layout");
+        if !layout.exists() {
+            write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        Ok(Store { dir })
+    }
+
+    /// The store of this machine: `$BERTH_ROOT/images`.
+    pub fn default_dir() -> PathBuf {
+        crate::paths::root().join("images")
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of a blob (which may not exist).
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.dir.join("blobs/sha256").join(digest::hex_of(digest)?))
+    }
+
+    /// Opens a blob for streaming; the caller verifies it while reading
+    /// (see [`HashReader`]).
+    pub fn open_blob(&self, digest: &str) -> Result<File, StoreError> {
+        let path = self.blob_path(digest)?;
+        File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::Missing { digest: digest.to_string() },
+            _ => StoreError::Io { path, source: e },
+        })
+    }
+
+    /// Reads a small (JSON) blob whole, verifying its digest.
+    pub fn read_small(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
+        read_verified(self.open_blob(digest)?, digest, None)
+    }
+
+    /// Starts an import: blobs go to a private staging directory until
+    /// [`Ingest::commit`].
+    pub fn ingest(&self) -> Result<Ingest<'_>, StoreError> {
+        self.clean_stale_ingests();
+        let name = format!("{}-{:x}", std::process::id(), rand_u64());
+        let dir = self.dir.join("ingest").join(name);
+        fs::create_dir(&dir).map_err(io_err(&dir))?;
+        Ok(Ingest { store: self, dir })
+    }
+
+    /// Removes staging directories of imports whose process is gone.
+    fn clean_stale_ingests(&self) {
+        let Ok(entries) = fs::read_dir(self.dir.join("ingest")) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    tracing::debug!(staging = %e.path().display(), "removing the staging area of an interrupted import");
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+
+    /// Takes the store's exclusive lock (held until the guard drops).
+    fn lock(&self) -> Result<File, StoreError> {
+        let path = self.dir.join("lock");
+        let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| io_err(&path)(e.into()))?;
+        Ok(f)
+    }
+
+    fn read_index(&self) -> Result<Vec<Descriptor>, StoreError> {
+        let path = self.dir.join("index.json");
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        #[derive(serde::Deserialize)]
+        struct Index {
+            #[serde(default)]
+            manifests: Vec<Descriptor>,
+        }
+        let idx: Index = serde_json::from_slice(&bytes).map_err(|source| StoreError::Json { what: path.display().to_string(), source })?;
+        Ok(idx.manifests)
+    }
+
+    fn write_index(&self, manifests: &[Descriptor]) -> Result<(), StoreError> {
+        let doc = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MediaType::ImageIndex.to_string(),
+            "manifests": manifests,
+        });
+        // serde_json's Value keeps keys sorted: a stable file.
+        let bytes = serde_json::to_vec_pretty(&doc).expect("JSON values serialize");
+        write_atomic(&self.dir.join("index.json"), &bytes)
+    }
+
+    /// Every named image, sorted by name.
+    pub fn list(&self) -> Result<Vec<Record>, StoreError> {
+        let mut out: Vec<Record> = self
+            .read_index()?
+            .into_iter()
+            .filter_map(|d| {
+                let name = d.annotations().as_ref()?.get(NAME_ANNOTATION)?.clone();
+                Some(Record { name, manifest: d })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Finds an image by name (`app:1`, `example.com/app:1.0`), by manifest
+    /// digest, or by a unique prefix of at least 12 hex digits of it.
+    pub fn resolve(&self, name: &str) -> Result<Record, StoreError> {
+        let all = self.list()?;
+        if let Ok(full) = names::normalize(name) {
+            if let Some(r) = all.iter().find(|r| r.name == full) {
+                return Ok(r.clone());
+            }
+        }
+        let hex = name.strip_prefix("sha256:").unwrap_or(name);
+        if hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let hits: Vec<&Record> = all.iter().filter(|r| r.manifest.digest().digest().starts_with(hex)).collect();
+            let unique: BTreeSet<String> = hits.iter().map(|r| r.manifest.digest().to_string()).collect();
+            match unique.len() {
+                0 => {}
+                1 => return Ok(hits[0].clone()),
+                _ => {
+                    return Err(StoreError::Ambiguous { name: name.into(), matches: hits.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ") })
+                }
+            }
+        }
+        Err(StoreError::NoSuchImage { name: name.into() })
+    }
+
+    /// Reads and parses an image manifest blob.
+    pub fn manifest(&self, digest: &str) -> Result<ImageManifest, StoreError> {
+        let bytes = self.read_small(digest)?;
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json { what: format!("manifest {digest}"), source })
+    }
+
+    /// Removes a name; blobs no other image uses are deleted. Returns the
+    /// bytes freed.
+    pub fn remove(&self, name: &str) -> Result<(Record, u64), StoreError> {
+        let _lock = self.lock()?;
+        let rec = self.resolve(name)?;
+        let remaining: Vec<Descriptor> = self
+            .read_index()?
+            .into_iter()
+            .filter(|d| d.annotations().as_ref().and_then(|a| a.get(NAME_ANNOTATION)) != Some(&rec.name))
+            .collect();
+        self.write_index(&remaining)?;
+        let freed = self.collect_garbage(&remaining)?;
+        Ok((rec, freed))
+    }
+
+    /// Deletes every blob not reachable from `manifests`. Caller holds the lock.
+    fn collect_garbage(&self, manifests: &[Descriptor]) -> Result<u64, StoreError> {
+        let mut keep = BTreeSet::new();
+        for d in manifests {
+            keep.insert(d.digest().digest().to_string());
+            if let Ok(m) = self.manifest(d.digest().as_ref()) {
+                keep.insert(m.config().digest().digest().to_string());
+                keep.extend(m.layers().iter().map(|l| l.digest().digest().to_string()));
+            }
+        }
+        let dir = self.dir.join("blobs/sha256");
+        let mut freed = 0;
+        for e in fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) {
+                freed += e.metadata().map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(e.path()).map_err(io_err(&e.path()))?;
+            }
+        }
+        Ok(freed)
+    }
+}
+
+/// Blobs of one import, staged privately until committed.
+pub struct Ingest<'s> {
+    store: &'s Store,
+    dir: PathBuf,
+}
+
+impl Ingest<'_> {
+    /// Streams a blob into staging. With `expected`, the content must have
+    /// that digest (and size, when given); without, its digest is computed.
+    /// Returns `(digest, size)`.
+    pub fn put(&self, reader: impl Read, expected: Option<(&str, Option<u64>)>) -> Result<(String, u64), StoreError> {
+        if let Some((d, _)) = expected {
+            digest::hex_of(d)?;
+        }
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io_err(&self.dir))?;
+        let mut reader = HashReader::new(reader);
+        io::copy(&mut reader, tmp.as_file_mut()).map_err(io_err(tmp.path()))?;
+        let (actual, size) = reader.finish().map_err(io_err(&self.dir))?;
+        if let Some((d, want)) = expected {
+            if d != actual {
+                return Err(StoreError::DigestMismatch { digest: d.into(), actual });
+            }
+            if let Some(want) = want.filter(|w| *w != size) {
+                return Err(StoreError::SizeMismatch { digest: d.into(), expected: want, actual: size });
+            }
+        }
+        let dest = self.dir.join(digest::hex_of(&actual)?);
+        tmp.persist(&dest).map_err(|e| io_err(&dest)(e.error))?;
+        Ok((actual, size))
+    }
+
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<(String, u64), StoreError> {
+        self.put(bytes, None)
+    }
+
+    /// Whether the blob is staged here or already in the store.
+    pub fn has(&self, digest: &str) -> bool {
+        digest::hex_of(digest).is_ok_and(|h| self.dir.join(h).exists() || self.store.dir.join("blobs/sha256").join(h).exists())
+    }
+
+    /// Opens a staged (or stored) blob.
+    pub fn open(&self, digest: &str) -> Result<File, StoreError> {
+        let hex = digest::hex_of(digest)?;
+        match File::open(self.dir.join(hex)) {
+            Ok(f) => Ok(f),
+            Err(_) => self.store.open_blob(digest),
+        }
+    }
+
+    /// Reads a staged JSON blob whole, verifying digest and size.
+    pub fn read_small(&self, digest: &str, size: Option<u64>) -> Result<Vec<u8>, StoreError> {
+        read_verified(self.open(digest)?, digest, size)
+    }
+
+    /// Moves the blobs of the chosen images into the store and names them,
+    /// atomically with respect to other imports and removals.
+    pub fn commit(self, images: &[(String, Descriptor, Vec<String>)]) -> Result<(), StoreError> {
+        let _lock = self.store.lock()?;
+        for (_, _, blobs) in images {
+            for d in blobs {
+                let hex = digest::hex_of(d)?;
+                let dest = self.store.dir.join("blobs/sha256").join(hex);
+                if dest.exists() {
+                    continue;
+                }
+                let src = self.dir.join(hex);
+                if !src.exists() {
+                    return Err(StoreError::Missing { digest: d.clone() });
+                }
+                fs::rename(&src, &dest).map_err(io_err(&dest))?;
+            }
+        }
+        let mut by_name: BTreeMap<String, Descriptor> = BTreeMap::new();
+        for d in self.store.read_index()? {
+            if let Some(n) = d.annotations().as_ref().and_then(|a| a.get(NAME_ANNOTATION)).cloned() {
+                by_name.insert(n, d);
+            }
+        }
+        for (name, desc, _) in images {
+            let mut d = desc.clone();
+            let mut ann = d.annotations().clone().unwrap_or_default();
+            ann.insert(NAME_ANNOTATION.into(), name.clone());
+            ann.insert(REF_ANNOTATION.into(), name.clone());
+            d.set_annotations(Some(ann));
+            by_name.insert(name.clone(), d);
+        }
+        let all: Vec<Descriptor> = by_name.into_values().collect();
+        self.store.write_index(&all)?;
+        // Blobs an image no longer named here used (a re-tag) are left to
+        // the next `berth image rm`, which collects everything unreachable.
+        Ok(())
+    }
+}
+
+impl Drop for Ingest<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn read_verified(file: File, digest: &str, size: Option<u64>) -> Result<Vec<u8>, StoreError> {
+    let mut buf = Vec::new();
+    let mut r = HashReader::new(file.take(MAX_JSON_BYTES + 1));
+    r.read_to_end(&mut buf).map_err(|source| StoreError::Io { path: PathBuf::from(digest), source })?;
+    if buf.len() as u64 > MAX_JSON_BYTES {
+        return Err(StoreError::TooLarge { digest: digest.into(), max: MAX_JSON_BYTES });
+    }
+    let (actual, len) = r.finish().map_err(|source| StoreError::Io { path: PathBuf::from(digest), source })?;
+    if actual != digest {
+        return Err(StoreError::DigestMismatch { digest: digest.into(), actual });
+    }
+    if let Some(want) = size.filter(|w| *w != len) {
+        return Err(StoreError::SizeMismatch { digest: digest.into(), expected: want, actual: len });
+    }
+    Ok(buf)
+}
+
+/// Writes `bytes` to `path` through a temp file and rename.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
+    tmp.write_all(bytes).map_err(io_err(path))?;
+    tmp.as_file().sync_all().map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
+    Ok(())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish()
+}
