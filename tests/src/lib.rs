@@ -3,6 +3,8 @@
 //! - [`guests`]: paths of the guest programs from `guest-examples/`, built
 //!   for wasm by this crate's build script.
 //! - [`containerd`]: a private containerd started and stopped by a test.
+//! - [`oci`]: hand-assembled image archives, malformed ones included.
+//! - [`rawtar`]: hand-made (hostile) tar streams.
 //! - [`tree`]: snapshots of a directory tree, to prove that a guest left
 //!   the host unchanged.
 
@@ -13,4 +15,6 @@ pub mod guests {
 }
 
 pub mod containerd;
+pub mod oci;
+pub mod rawtar;
 pub mod tree;
