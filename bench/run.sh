@@ -23,6 +23,9 @@ export BERTH_ROOT="$work/berth-root"
 "$WASMTIME" compile "$HELLO" -o "$work/hello.wasmtime.cwasm"
 "$BERTH" compile "$HELLO" -o "$work/hello.berth.cwasm" >/dev/null
 "$BERTH" compile "$HELLO" >/dev/null   # fill the cache for the .wasm case
+"$BERTH" image build "$HELLO" -t bench/hello:1 >/dev/null
+"$BERTH" image build "$HELLO" -t bench/hello-artifact:1 --artifact >/dev/null
+"$BERTH" run bench/hello:1 >/dev/null && "$BERTH" run bench/hello-artifact:1 >/dev/null   # unpack + cache
 
 echo "## Cold start of the precompiled hello module (wasm32-wasip1), N=$N each"
 echo
@@ -31,9 +34,15 @@ echo
 python3 bench/startup.py "$N" \
   "wasmtime run=$WASMTIME run --allow-precompiled $work/hello.wasmtime.cwasm" \
   "berth run (.cwasm)=$BERTH run --allow-precompiled $work/hello.berth.cwasm" \
-  "berth run (.wasm, cache hit)=$BERTH run $HELLO"
+  "berth run (.wasm, cache hit)=$BERTH run $HELLO" \
+  "berth run IMAGE (wasi/wasm, unpacked, cache hit)=$BERTH run bench/hello:1" \
+  "berth run IMAGE (wasm artifact, cache hit)=$BERTH run bench/hello-artifact:1"
 echo
 echo "## In-process instantiate + run (shared engine, pooling allocator)"
 echo
 cargo bench -q -p berth-host --bench instantiate 2>&1 >/dev/null | grep instantiate
 cargo bench -q -p berth-host --bench instantiate -- "$HELLO" 2>&1 >/dev/null | grep instantiate | sed "s|$work/guests/||"
+echo
+echo "## Image: import + first run vs second run of a ~10 MB wasm image"
+echo
+python3 bench/image.py "$BERTH" "${N_IMAGE:-5}"

@@ -128,7 +128,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
 /// `ctr image import` and `berth image import` pick the name up.
 pub fn write_archive(built: &Built, out: impl Write) -> io::Result<()> {
     let mut desc = built.manifest.clone();
-    desc["annotations"] = json!({ NAME_ANNOTATION: built.name, REF_ANNOTATION: names::tag(&built.name) });
+    desc["annotations"] = json!({ NAME_ANNOTATION: built.name, REF_ANNOTATION: names::tag_of(&built.name) });
     let index = json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [desc] });
     let index = serde_json::to_vec(&index).expect("JSON values serialize");
     let mut tar = layer::TarOut::new(out);

@@ -98,6 +98,9 @@ pub fn import(store: &Store, path: &Path, opts: &ImportOptions, progress: &dyn F
     let ingest = store.ingest()?;
     let read_err = |source| ImportError::Read { path: path.to_path_buf(), source };
     let meta = std::fs::metadata(path).map_err(read_err)?;
+    if !meta.is_dir() && !meta.is_file() {
+        return Err(ImportError::NotAnImage { path: path.to_path_buf() });
+    }
     let found = if meta.is_dir() { scan_dir(path)? } else {
         let file = std::fs::File::open(path).map_err(read_err)?;
         let input = super::layer::decompress(progress(file)).map_err(read_err)?;
