@@ -145,6 +145,32 @@ fn platforms_are_chosen_from_multi_platform_indexes() {
 }
 
 #[test]
+fn single_platform_exports_of_multi_platform_images_import() {
+    // As `ctr image export` writes them: a nested index naming every
+    // platform, the content of one; and a layout directory, not a tarball.
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, wasm) = hello_archive("wasi");
+    let absent = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": oci::digest(b"not in the archive"),
+        "size": 18,
+        "platform": { "os": "linux", "architecture": "arm64" },
+    });
+    let nested = serde_json::json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [absent, wasm] });
+    let idx = a.blob("application/vnd.oci.image.index.v1+json", nested.to_string().as_bytes());
+    a.index(&[(Some("example.com/exported:1"), idx)]);
+    let layout = dir.path().join("layout");
+    for (p, bytes) in &a.files {
+        common::write(&layout.join(p), bytes);
+    }
+    import(&b, &layout, &[]).expect_code(0);
+    assert!(b.run(&["run", "example.com/exported:1"]).stdout.contains("hello from a berth guest"));
+    // Asking for the platform whose content is missing names it.
+    import(&b, &layout, &["--platform", "linux/arm64"]).expect_berth_error(&["linux/arm64"]);
+}
+
+#[test]
 fn malformed_archives_are_refused_with_clear_errors() {
     let b = Berth::new();
     let dir = tempfile::tempdir().unwrap();

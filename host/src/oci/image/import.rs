@@ -78,6 +78,8 @@ struct Found {
     files: HashMap<String, String>,
     /// Path inside the archive -> symlink target (normalized).
     links: HashMap<String, String>,
+    /// The input, when it is a layout directory (blobs are read on demand).
+    dir: Option<PathBuf>,
 }
 
 fn norm(path: &str) -> String {
@@ -182,10 +184,14 @@ fn scan_dir(dir: &Path) -> Result<Found, ImportError> {
             Err(source) => Err(ImportError::Read { path: p, source }),
         }
     };
-    let mut found = Found { oci_layout: read("oci-layout")?, index: read("index.json")?, docker_manifest: read("manifest.json")?, ..Default::default() };
     // Blobs are copied in (verified) on demand, by `stage`.
-    found.files.insert("\0dir".into(), dir.display().to_string());
-    Ok(found)
+    Ok(Found {
+        oci_layout: read("oci-layout")?,
+        index: read("index.json")?,
+        docker_manifest: read("manifest.json")?,
+        dir: Some(dir.to_path_buf()),
+        ..Default::default()
+    })
 }
 
 /// Makes sure a blob is staged (copying it from a layout directory when
@@ -194,10 +200,10 @@ fn stage(ingest: &Ingest<'_>, found: &Found, d: &Descriptor) -> Result<(), Impor
     let digest = d.digest().to_string();
     digest::hex_of(&digest).map_err(StoreError::from)?;
     if !ingest.has(&digest) {
-        let Some(dir) = found.files.get("\0dir") else {
+        let Some(dir) = &found.dir else {
             return Err(StoreError::Missing { digest }.into());
         };
-        let p = Path::new(dir).join("blobs").join(d.digest().algorithm().as_ref()).join(d.digest().digest());
+        let p = dir.join("blobs").join(d.digest().algorithm().as_ref()).join(d.digest().digest());
         let f = std::fs::File::open(&p).map_err(|source| ImportError::Read { path: p.clone(), source })?;
         ingest.put(f, Some((&digest, Some(d.size()))))?;
     }
@@ -206,6 +212,13 @@ fn stage(ingest: &Ingest<'_>, found: &Found, d: &Descriptor) -> Result<(), Impor
         return Err(StoreError::SizeMismatch { digest, expected: d.size(), actual: len }.into());
     }
     Ok(())
+}
+
+/// Whether a blob is in the input (or already stored).
+fn available(ingest: &Ingest<'_>, found: &Found, d: &Descriptor) -> bool {
+    let digest = d.digest().to_string();
+    ingest.has(&digest)
+        || found.dir.as_ref().is_some_and(|dir| dir.join("blobs").join(d.digest().algorithm().as_ref()).join(d.digest().digest()).is_file())
 }
 
 fn read_doc(ingest: &Ingest<'_>, found: &Found, d: &Descriptor) -> Result<Vec<u8>, ImportError> {
@@ -273,6 +286,12 @@ fn collect(ingest: &Ingest<'_>, found: &Found, d: &Descriptor, depth: usize, out
     }
     if !MANIFEST_TYPES.contains(&mt.as_str()) {
         tracing::debug!(descriptor = %what, "index entry of another media type skipped");
+        return Ok(());
+    }
+    if d.platform().is_some() && !available(ingest, found, d) {
+        // Exports of one platform (`ctr image export`) keep the index of
+        // all platforms but the content of one.
+        tracing::debug!(descriptor = %what, "manifest for another platform not in the archive; skipped");
         return Ok(());
     }
     let bytes = read_doc(ingest, found, d)?;
