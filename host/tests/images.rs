@@ -314,6 +314,59 @@ fn concurrent_imports_all_land() {
 }
 
 #[test]
+fn an_interrupted_import_leaves_no_image_and_is_cleaned_up() {
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    // 16 MiB of incompressible data makes the import take a while.
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    let noise: Vec<u8> = (0..16 << 20)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    std::fs::write(data.join("noise"), &noise).unwrap();
+    let p = dir.path().join("big.tar");
+    build(&b, guests::HELLO_P1, "example.com/big:1", &["--add", &format!("{}:/data", data.display())], &p);
+    let mut child = b.cmd().args(["image", "import", p.to_str().unwrap()]).spawn().unwrap();
+    let ingest = b.root.path().join("images/ingest");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // Kill it once its staging area holds some of the blob.
+    loop {
+        let staged: u64 = walk_size(&ingest);
+        if staged > 1 << 20 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the import never started staging");
+        assert!(child.try_wait().unwrap().is_none(), "the import finished before it could be interrupted");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(walk_size(&ingest) > 0, "the killed import left nothing staged, so this test proved nothing");
+    let o = b.run(&["image", "ls"]);
+    assert_eq!(o.stdout.lines().count(), 1, "a killed import is visible:\n{}", o.stdout);
+    b.run(&["run", "example.com/big:1"]).expect_berth_error(&["example.com/big:1"]);
+    assert_eq!(std::fs::read_dir(b.root.path().join("images/blobs/sha256")).unwrap().count(), 0);
+    // The next import removes the dead one's staging area and succeeds.
+    import(&b, &p, &[]).expect_code(0);
+    assert_eq!(std::fs::read_dir(&ingest).unwrap().count(), 0);
+    assert!(b.run(&["run", "example.com/big:1"]).stdout.contains("hello from a berth guest"));
+}
+
+fn walk_size(p: &Path) -> u64 {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(p).map(|d| d.flatten().map(|e| walk_size(&e.path())).sum()).unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
+#[test]
 fn compat_archives_import_into_containerd() {
     let b = Berth::new();
     let dir = tempfile::tempdir().unwrap();
