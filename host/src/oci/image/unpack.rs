@@ -229,6 +229,7 @@ impl Layer {
             }
             Err(Errno::NOENT) => Ok(None),
             Err(Errno::NOTDIR) => Err(Fail::Refused("a parent of this entry is not a directory")),
+            Err(Errno::NOSYS) => Err(Fail::Refused("this kernel lacks openat2 (Linux 5.6 or newer), which berth needs to unpack layers safely")),
             Err(e) => Err(e.into()),
         }
     }
