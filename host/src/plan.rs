@@ -30,6 +30,18 @@ pub struct RunPlan {
     /// Whether precompiled (`.cwasm`) input may be loaded. Precompiled code
     /// is trusted machine code, so only explicit opt-in allows it.
     pub allow_precompiled: bool,
+    /// Where the guest's stdin, stdout and stderr go.
+    pub stdio: Stdio,
+}
+
+/// The guest's standard streams.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Stdio {
+    /// berth's own (the `berth` command).
+    #[default]
+    Inherit,
+    /// Paths (FIFOs from containerd, or files); `None` is the null device.
+    Paths { stdin: Option<PathBuf>, stdout: Option<PathBuf>, stderr: Option<PathBuf> },
 }
 
 /// The code to run.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 pub struct Containerd {
     pub dir: tempfile::TempDir,
     child: Child,
+    env: Vec<(String, String)>,
 }
 
 fn require(bin: &str) -> PathBuf {
@@ -23,7 +24,12 @@ fn require(bin: &str) -> PathBuf {
 impl Containerd {
     /// Starts containerd and waits until it answers.
     pub fn start() -> Containerd {
-        let bin = require("containerd");
+        Self::start_with(&[], &[])
+    }
+
+    /// Starts containerd with `path_dirs` ahead of `PATH` (where it finds
+    /// shims) and extra environment, which its shims inherit.
+    pub fn start_with(path_dirs: &[&Path], env: &[(&str, &str)]) -> Containerd {
         require("ctr");
         let dir = tempfile::Builder::new().prefix("berth-ctrd-").tempdir_in("/tmp").unwrap();
         let p = dir.path();
@@ -46,27 +52,65 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             p = p.display()
         );
         std::fs::write(p.join("config.toml"), config).unwrap();
-        let log = std::fs::File::create(p.join("containerd.log")).unwrap();
-        let child = Command::new(bin)
+        let mut path: Vec<String> = path_dirs.iter().map(|p| p.display().to_string()).collect();
+        path.push(std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()));
+        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        env.push(("PATH".into(), path.join(":")));
+        let child = Self::spawn(p, &env);
+        let mut c = Containerd { dir, child, env };
+        c.wait_ready();
+        c
+    }
+
+    fn spawn(dir: &Path, env: &[(String, String)]) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("containerd.log")).unwrap();
+        Command::new(require("containerd"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
-            .arg(p.join("config.toml"))
+            .arg(dir.join("config.toml"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("starting containerd");
-        let mut c = Containerd { dir, child };
+            .expect("starting containerd")
+    }
+
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if c.ctr(&["version"]).status.success() {
-                return c;
+            if self.ctr(&["version"]).status.success() {
+                return;
             }
-            if let Ok(Some(status)) = c.child.try_wait() {
-                panic!("containerd exited ({status}) at start; its log:\n{}", c.log());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("containerd exited ({status}) at start; its log:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "containerd did not answer within 30 s; its log:\n{}", c.log());
+            assert!(Instant::now() < deadline, "containerd did not answer within 30 s; its log:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Stops containerd (SIGTERM, as a service manager would) and starts it
+    /// again with the same configuration; shims keep running meanwhile.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.dir.path(), &self.env);
+        self.wait_ready();
+    }
+
+    fn stop(&mut self) {
+        // Only the process this test started, by its pid.
+        let pid = self.child.id() as i32;
+        // SAFETY: plain syscall on a pid we own (our child, not yet reaped).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -90,22 +134,39 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     }
 }
 
+impl Containerd {
+    /// Pids of the shims (of any runtime) this containerd started: their
+    /// command line names its socket.
+    pub fn shim_pids(&self, binary: &str) -> Vec<u32> {
+        let sock = self.socket().display().to_string();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(binary) && cmd.contains(&sock) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+}
+
 impl Drop for Containerd {
     fn drop(&mut self) {
-        // Only the process this test started, by its pid.
-        let pid = self.child.id() as i32;
-        // SAFETY: plain syscall on a pid we own (our child, not yet reaped).
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        self.stop();
+        // Shims it started outlive it; a failed test must not leave them.
+        for pid in self.shim_pids("containerd-shim") {
+            // SAFETY: plain syscall; the pid belongs to a shim of this test's containerd.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Snapshot mounts would keep the temp dir from being removed.
-        let _ = Command::new("umount").arg("-R").arg(self.dir.path().join("root")).stderr(Stdio::null()).status();
+        // Rootfs and snapshot mounts left by a failed test would keep the
+        // temp dir from being removed.
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&*self.dir.path().to_string_lossy())).collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for m in points {
+            let _ = Command::new("umount").arg("-l").arg(m).stderr(Stdio::null()).status();
+        }
     }
 }

@@ -132,6 +132,7 @@ pub fn plan_from_spec(bundle: &Path, spec: &Spec) -> Result<RunPlan, BundleError
             additional_gids: user.additional_gids().clone().unwrap_or_default(),
         }),
         allow_precompiled: false,
+        stdio: Default::default(),
     })
 }
 

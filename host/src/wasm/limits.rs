@@ -1,6 +1,8 @@
 //! Per-guest limits: a cap on linear memories plus tables, and a CPU quota
 //! enforced on epoch ticks.
 use crate::plan::CpuQuota;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Bytes charged per table element (a pointer-sized reference).
@@ -15,6 +17,7 @@ pub struct GuestLimiter {
     memory: u64,
     tables: u64,
     refused: u64,
+    meter: Option<Arc<Meter>>,
 }
 
 /// Memory use of one guest.
@@ -26,7 +29,43 @@ pub struct Usage {
     pub refused: u64,
 }
 
+/// Live resource use of one guest, readable from other tasks while it
+/// runs (container stats).
+#[derive(Debug, Default)]
+pub struct Meter {
+    memory: AtomicU64,
+    tables: AtomicU64,
+    cpu_ns: AtomicU64,
+}
+
+impl Meter {
+    /// Linear memory plus table bytes the guest holds now.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory.load(Ordering::Relaxed) + self.tables.load(Ordering::Relaxed)
+    }
+    /// CPU time spent running the guest (its polls on executor threads).
+    pub fn cpu_ns(&self) -> u64 {
+        self.cpu_ns.load(Ordering::Relaxed)
+    }
+    pub(crate) fn add_cpu(&self, ns: u64) {
+        self.cpu_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
 impl GuestLimiter {
+    /// Reports growth to `meter` as well.
+    pub fn with_meter(mut self, meter: Arc<Meter>) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    fn publish(&self) {
+        if let Some(m) = &self.meter {
+            m.memory.store(self.memory, Ordering::Relaxed);
+            m.tables.store(self.tables, Ordering::Relaxed);
+        }
+    }
+
     pub fn new(cap: Option<u64>) -> Self {
         GuestLimiter { cap, ..Default::default() }
     }
@@ -55,6 +94,7 @@ impl wasmtime::ResourceLimiter for GuestLimiter {
             return Ok(false);
         }
         self.memory += grow;
+        self.publish();
         Ok(true)
     }
 
@@ -67,6 +107,7 @@ impl wasmtime::ResourceLimiter for GuestLimiter {
             return Ok(false);
         }
         self.tables += grow;
+        self.publish();
         Ok(true)
     }
 }

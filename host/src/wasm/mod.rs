@@ -20,4 +20,5 @@ mod wasi;
 
 pub use engine::{EngineOptions, WasmEngine};
 pub use interrupt::{Interrupt, Reason};
-pub use run::{Exit, RunError, Runtime};
+pub use limits::Meter;
+pub use run::{Exit, Prepared, RunError, Runtime};

@@ -4,12 +4,12 @@
 use super::cache::Cache;
 use super::engine::WasmEngine;
 use super::interrupt::{Interrupt, Reason};
-use super::limits::{CpuThrottle, GuestLimiter, Usage};
+use super::limits::{CpuThrottle, GuestLimiter, Meter, Usage};
 use super::load::{self, LoadError, LoadInfo, Loaded};
 use super::{invoke, wasi};
 use crate::oci::entry;
 use crate::plan::{ModuleSource, RunPlan};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::time::Instant as TokioInstant;
 use wasmtime::component::ResourceTable;
@@ -30,6 +30,8 @@ pub enum RunError {
     Load(#[from] LoadError),
     #[error("granting {host} as {guest}: {reason}")]
     Preopen { host: String, guest: String, reason: String },
+    #[error("opening the guest's stdio {path}: {reason}")]
+    Stdio { path: String, reason: String },
     #[error("cannot instantiate {name}: {reason}")]
     Instantiate { name: String, reason: String },
     #[error("{name} has no export {export:?}; {hint}")]
@@ -161,8 +163,13 @@ impl Runtime {
 
     /// Runs prepared code under the plan until it exits, traps or is stopped.
     pub async fn run(&self, prepared: &Prepared, plan: &RunPlan, interrupt: &Interrupt) -> Result<(Exit, Usage), RunError> {
+        self.run_metered(prepared, plan, interrupt, Arc::new(Meter::default())).await
+    }
+
+    /// [`Runtime::run`], reporting memory and CPU use to `meter` as it goes.
+    pub async fn run_metered(&self, prepared: &Prepared, plan: &RunPlan, interrupt: &Interrupt, meter: Arc<Meter>) -> Result<(Exit, Usage), RunError> {
         let mut wasi = wasi::builder(plan)?;
-        let limiter = GuestLimiter::new(plan.limits.memory_bytes);
+        let limiter = GuestLimiter::new(plan.limits.memory_bytes).with_meter(meter.clone());
         let deadline = plan.limits.timeout.map(|d| Instant::now() + d);
         let export = plan.entrypoint.export.as_deref();
         let name = &prepared.name;
@@ -175,7 +182,7 @@ impl Runtime {
                     let instance = linker.instantiate_async(&mut store, module).await.map_err(|e| instantiate_error(name, e))?;
                     invoke::core_entry(&mut store, &instance, name, export, &plan.args).await
                 };
-                let exit = supervise(call, interrupt, deadline).await?;
+                let exit = supervise(cpu_metered(call, &meter), interrupt, deadline).await?;
                 Ok((exit, store.data_mut().limiter().usage()))
             }
             Loaded::Component(component) => {
@@ -183,7 +190,7 @@ impl Runtime {
                 let mut store = self.store(state, plan, interrupt, deadline);
                 let linker = self.p2_linker()?;
                 let call = invoke::component_entry(&mut store, linker, component, name, export, &plan.args);
-                let exit = supervise(call, interrupt, deadline).await?;
+                let exit = supervise(cpu_metered(call, &meter), interrupt, deadline).await?;
                 Ok((exit, store.data_mut().limiter().usage()))
             }
         }
@@ -237,7 +244,9 @@ fn guard_store<T: Send + 'static>(store: &mut Store<T>, plan: &RunPlan, interrup
         if let Some(park) = throttle.as_mut().and_then(|t| t.on_tick(now)) {
             return Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(park))));
         }
-        Ok(UpdateDeadline::Continue(1))
+        // Yield to the executor each tick: guests sharing a shim take
+        // turns on its threads, and CPU metering sees each slice.
+        Ok(UpdateDeadline::Yield(1))
     });
     store.set_epoch_deadline(1);
 }
@@ -263,6 +272,23 @@ async fn supervise(
             Ok(Exit::Stopped(interrupt.reason().unwrap_or(Reason::Timeout)))
         }
     }
+}
+
+/// Polls `fut`, adding the calling thread's CPU time of each poll to
+/// `meter`: the guest's own running time, wherever the executor runs it.
+async fn cpu_metered<F: std::future::Future>(fut: F, meter: &Meter) -> F::Output {
+    fn thread_cpu_ns() -> u64 {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    }
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        let start = thread_cpu_ns();
+        let r = fut.as_mut().poll(cx);
+        meter.add_cpu(thread_cpu_ns().saturating_sub(start));
+        r
+    })
+    .await
 }
 
 fn classify(r: wasmtime::Result<()>) -> Exit {

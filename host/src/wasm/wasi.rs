@@ -2,14 +2,16 @@
 //! preopens and sockets; nothing inherited from the host but stdio.
 use super::run::RunError;
 use crate::caps::net::{NetPolicy, NetUse};
-use crate::plan::RunPlan;
+use crate::plan::{RunPlan, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 pub(crate) fn builder(plan: &RunPlan) -> Result<WasiCtxBuilder, RunError> {
     let mut b = WasiCtxBuilder::new();
-    b.inherit_stdio().args(&plan.args).envs(&plan.env);
+    stdio(&mut b, &plan.stdio)?;
+    b.args(&plan.args).envs(&plan.env);
     if let Some(cwd) = &plan.cwd {
         b.initial_cwd(cwd);
     }
@@ -23,6 +25,41 @@ pub(crate) fn builder(plan: &RunPlan) -> Result<WasiCtxBuilder, RunError> {
     }
     network(&mut b, &plan.net);
     Ok(b)
+}
+
+fn stdio(b: &mut WasiCtxBuilder, s: &Stdio) -> Result<(), RunError> {
+    use wasmtime_wasi::cli::{InputFile, OutputFile};
+    let Stdio::Paths { stdin, stdout, stderr } = s else {
+        b.inherit_stdio();
+        return Ok(());
+    };
+    if let Some(p) = stdin {
+        b.stdin(InputFile::new(open_stdio(p, false)?));
+    }
+    if let Some(p) = stdout {
+        b.stdout(OutputFile::new(open_stdio(p, true)?));
+    }
+    if let Some(p) = stderr {
+        b.stderr(OutputFile::new(open_stdio(p, true)?));
+    }
+    Ok(())
+}
+
+/// Opens a stdio path without blocking: a FIFO is opened read-write (the
+/// other end may not be open yet), anything else for reading or appending.
+pub(crate) fn open_stdio(path: &Path, write: bool) -> Result<std::fs::File, RunError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let err = |e: std::io::Error| RunError::Stdio { path: path.display().to_string(), reason: e.to_string() };
+    let fifo = std::fs::metadata(path).map(|m| m.file_type().is_fifo()).unwrap_or(false);
+    let mut o = std::fs::OpenOptions::new();
+    if fifo {
+        o.read(true).write(true);
+    } else if write {
+        o.append(true).create(true);
+    } else {
+        o.read(true);
+    }
+    o.custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY).open(path).map_err(err)
 }
 
 fn network(b: &mut WasiCtxBuilder, net: &NetPolicy) {

@@ -1,0 +1,244 @@
+//! One wasm container inside the shim: its plan and compiled code, its
+//! state (created, running, stopped), its exit, and the tokio task that
+//! runs it.
+use berth_host::oci::bundle;
+use berth_host::plan::{RunPlan, Stdio};
+use berth_host::wasm::{Exit, Interrupt, Meter, Prepared, Reason, Runtime};
+use containerd_shim_protos::api::Mount;
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
+use futures::FutureExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Created,
+    Running,
+    Stopped,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Exited {
+    pub status: u32,
+    pub at: SystemTime,
+}
+
+pub fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let mut ts = Timestamp::new();
+    ts.seconds = d.as_secs() as i64;
+    ts.nanos = d.subsec_nanos() as i32;
+    ts
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("container {id}: terminals (-t) are not supported for wasm containers; run without a tty")]
+    Terminal { id: String },
+    #[error("container {id}: mounting its rootfs ({fs_type} from {source_path}) at {target}: {reason}")]
+    Mount { id: String, fs_type: String, source_path: String, target: String, reason: String },
+    #[error("container {id}: {source}")]
+    Bundle {
+        id: String,
+        #[source]
+        source: bundle::BundleError,
+    },
+    #[error("container {id}: {source}")]
+    Load {
+        id: String,
+        #[source]
+        source: berth_host::wasm::RunError,
+    },
+}
+
+pub struct Container {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub stdio: [String; 3],
+    plan: RunPlan,
+    prepared: Arc<Prepared>,
+    interrupt: Interrupt,
+    pub meter: Arc<Meter>,
+    status: Mutex<Status>,
+    exited: watch::Sender<Option<Exited>>,
+    mounted: bool,
+    /// Our own handle on the stderr FIFO, held until the guest has exited
+    /// so that runtime messages (a trap) reach the reader before its EOF.
+    stderr: Mutex<Option<std::fs::File>>,
+}
+
+pub struct CreateRequest<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub rootfs: &'a [Mount],
+    pub terminal: bool,
+    pub stdio: [String; 3],
+}
+
+impl Container {
+    /// Mounts the rootfs, builds the plan from `config.json` and compiles
+    /// (or loads from cache) the guest, so errors surface at create time.
+    pub async fn create(runtime: &Arc<Runtime>, req: CreateRequest<'_>) -> Result<Container, CreateError> {
+        let id = req.id.to_string();
+        if req.terminal {
+            return Err(CreateError::Terminal { id });
+        }
+        let rootfs = req.bundle.join("rootfs");
+        let mut mounted = false;
+        for m in req.rootfs {
+            containerd_shim::asynchronous::util::mount_rootfs(m, &rootfs).await.map_err(|e| CreateError::Mount {
+                id: id.clone(),
+                fs_type: m.type_.clone(),
+                source_path: m.source.clone(),
+                target: rootfs.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            mounted = true;
+        }
+        let undo = |e| {
+            if mounted {
+                unmount_rootfs(&rootfs);
+            }
+            e
+        };
+        let mut plan = bundle::plan_from_bundle(req.bundle).map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?;
+        plan.name = id.clone();
+        let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+        plan.stdio = Stdio::Paths { stdin: path(&req.stdio[0]), stdout: path(&req.stdio[1]), stderr: path(&req.stdio[2]) };
+        let (rt, p) = (runtime.clone(), plan.clone());
+        let prepared = tokio::task::spawn_blocking(move || rt.prepare(&p))
+            .await
+            .expect("compile task")
+            .map_err(|source| undo(CreateError::Load { id: id.clone(), source }))?;
+        // Read-write: opening a FIFO so never blocks on its reader.
+        let stderr = path(&req.stdio[2]).and_then(|p| std::fs::OpenOptions::new().read(true).write(true).open(p).ok());
+        tracing::info!(container_id = %id, module = %plan.entrypoint.source, cache_hit = prepared.info.cache_hit, "container created");
+        Ok(Container {
+            id,
+            bundle: req.bundle.to_path_buf(),
+            stdio: req.stdio,
+            plan,
+            prepared: Arc::new(prepared),
+            interrupt: Interrupt::new(),
+            meter: Arc::new(Meter::default()),
+            status: Mutex::new(Status::Created),
+            exited: watch::channel(None).0,
+            mounted,
+            stderr: Mutex::new(stderr),
+        })
+    }
+
+    pub fn status(&self) -> Status {
+        *self.status.lock().unwrap()
+    }
+
+    pub fn exited(&self) -> Option<Exited> {
+        *self.exited.borrow()
+    }
+
+    /// Starts the guest on the shim's executor. `on_exit` runs once when it
+    /// ends, however it ends (exit, trap, kill, panic).
+    pub fn start(self: &Arc<Self>, runtime: Arc<Runtime>, on_exit: impl FnOnce(Exited) + Send + 'static) -> bool {
+        {
+            let mut s = self.status.lock().unwrap();
+            if *s != Status::Created {
+                return false;
+            }
+            *s = Status::Running;
+        }
+        let c = self.clone();
+        tokio::spawn(async move {
+            let run = runtime.run_metered(&c.prepared, &c.plan, &c.interrupt, c.meter.clone());
+            let status = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+                Ok(Ok((exit, usage))) => {
+                    if let Exit::Trap(msg) = &exit {
+                        c.tell_stderr(&format!("berth: {} trapped (exit status {}):\n{msg}\n", c.id, exit.status()));
+                    }
+                    tracing::info!(container_id = %c.id, exit = ?exit, memory_bytes = usage.memory_bytes, cpu_ns = c.meter.cpu_ns(), "container exited");
+                    exit.status()
+                }
+                Ok(Err(e)) => {
+                    c.tell_stderr(&format!("berth: {}: {e}\n", c.id));
+                    tracing::warn!(container_id = %c.id, error = %e, "container failed to run");
+                    125
+                }
+                Err(_) => {
+                    tracing::error!(container_id = %c.id, "the guest's host code panicked; the other containers are unaffected");
+                    c.tell_stderr(&format!("berth: {}: internal error while running the guest\n", c.id));
+                    134
+                }
+            };
+            let e = c.finish(status as u32);
+            on_exit(e);
+        });
+        true
+    }
+
+    /// Records the exit once; later calls return the first one.
+    fn finish(&self, status: u32) -> Exited {
+        *self.status.lock().unwrap() = Status::Stopped;
+        self.stderr.lock().unwrap().take();
+        let mut out = Exited { status, at: SystemTime::now() };
+        self.exited.send_modify(|e| match e {
+            Some(first) => out = *first,
+            None => *e = Some(out),
+        });
+        out
+    }
+
+    /// A message on the container's stderr (as a runtime error would be).
+    fn tell_stderr(&self, msg: &str) {
+        use std::io::Write;
+        if let Some(f) = self.stderr.lock().unwrap().as_mut() {
+            let _ = f.write_all(msg.as_bytes());
+        }
+    }
+
+    /// Delivers a signal. Wasm guests have no handlers: any signal but 0
+    /// stops a running guest with status 128+signal; a created one ends
+    /// without running. Returns the exit when that happened here.
+    pub fn kill(&self, signal: u32) -> Option<Exited> {
+        if signal == 0 {
+            return None;
+        }
+        let mut s = self.status.lock().unwrap();
+        match *s {
+            Status::Running => {
+                self.interrupt.trigger(Reason::Signal(signal as i32));
+                None
+            }
+            Status::Created => {
+                *s = Status::Stopped;
+                drop(s);
+                Some(self.finish(128 + signal))
+            }
+            Status::Stopped => None,
+        }
+    }
+
+    /// Waits until the container has exited.
+    pub async fn wait(&self) -> Exited {
+        let mut rx = self.exited.subscribe();
+        let e = rx.wait_for(|e| e.is_some()).await.expect("sender lives in self");
+        e.expect("checked")
+    }
+
+    /// Releases what the container holds on the host (its rootfs mount).
+    pub fn release(&self) {
+        if self.mounted {
+            unmount_rootfs(&self.bundle.join("rootfs"));
+        }
+    }
+}
+
+/// Unmounts a container rootfs, recursively; a path not mounted is fine.
+pub fn unmount_rootfs(path: &Path) {
+    if let Some(p) = path.to_str() {
+        if let Err(e) = containerd_shim::mount::umount_recursive(Some(p), libc::MNT_DETACH) {
+            tracing::debug!(path = p, error = %e, "unmounting rootfs");
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The task service containerd talks to: one per shim process, holding
+//! every container of the group.
+use crate::container::{timestamp, Container, CreateRequest, Exited, Status};
+use async_trait::async_trait;
+use berth_host::wasm::{cache::Cache, EngineOptions, Runtime, WasmEngine};
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::TtrpcResult;
+use containerd_shim_protos::api::{self, Empty};
+use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskStart};
+use containerd_shim_protos::protobuf::MessageDyn;
+use containerd_shim_protos::shim_async::Task;
+use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext, Code};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Guests one shim's engine pool holds at once.
+const POOL_INSTANCES: u32 = 1000;
+/// Largest linear memory of one guest in the shim.
+const MAX_MEMORY: usize = 4 << 30;
+
+fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
+}
+
+struct Shared {
+    namespace: String,
+    publisher: RemotePublisher,
+    exit: Arc<ExitSignal>,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    runtime: OnceLock<Result<Arc<Runtime>, String>>,
+}
+
+#[derive(Clone)]
+pub struct TaskService(Arc<Shared>);
+
+impl TaskService {
+    pub fn new(namespace: String, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Self {
+        TaskService(Arc::new(Shared { namespace, publisher, exit, containers: Mutex::new(HashMap::new()), runtime: OnceLock::new() }))
+    }
+
+    /// The shared engine, made on first use.
+    fn runtime(&self) -> TtrpcResult<Arc<Runtime>> {
+        let r = self.0.runtime.get_or_init(|| {
+            let engine = WasmEngine::new(&EngineOptions { pool_instances: POOL_INSTANCES, max_memory_bytes: MAX_MEMORY }).map_err(|e| e.to_string())?;
+            let cache = Cache::new(berth_host::paths::cache_dir());
+            Ok(Arc::new(Runtime::new(engine, cache, 1 << 30)))
+        });
+        r.clone().map_err(|e| status(Code::INTERNAL, e))
+    }
+
+    fn get(&self, id: &str, exec_id: &str) -> TtrpcResult<Arc<Container>> {
+        if !exec_id.is_empty() {
+            return Err(status(Code::NOT_FOUND, format!("exec process {exec_id} of container {id}: wasm containers have no exec processes")));
+        }
+        self.0.containers.lock().unwrap().get(id).cloned().ok_or_else(|| status(Code::NOT_FOUND, format!("container {id} not found in this shim")))
+    }
+
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        let ctx = containerd_shim_protos::ttrpc::context::Context::default();
+        if let Err(e) = self.0.publisher.publish(ctx, topic, &self.0.namespace, event).await {
+            tracing::warn!(topic, error = %e, "publishing an event to containerd failed");
+        }
+    }
+
+    fn exit_event(c: &Container, e: Exited) -> TaskExit {
+        TaskExit {
+            container_id: c.id.clone(),
+            id: c.id.clone(),
+            pid: pid(),
+            exit_status: e.status,
+            exited_at: Some(timestamp(e.at)).into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Wasm containers run inside the shim: their pid is the shim's.
+fn pid() -> u32 {
+    std::process::id()
+}
+
+fn unsupported(what: &str) -> ttrpc::Error {
+    status(Code::UNIMPLEMENTED, format!("{what} is not supported for wasm containers in berth"))
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn create(&self, _ctx: &TtrpcContext, req: api::CreateTaskRequest) -> TtrpcResult<api::CreateTaskResponse> {
+        if self.0.containers.lock().unwrap().contains_key(&req.id) {
+            return Err(status(Code::ALREADY_EXISTS, format!("container {} already exists in this shim", req.id)));
+        }
+        let runtime = self.runtime()?;
+        let create = CreateRequest {
+            id: &req.id,
+            bundle: std::path::Path::new(&req.bundle),
+            rootfs: &req.rootfs,
+            terminal: req.terminal,
+            stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
+        };
+        let c = Container::create(&runtime, create).await.map_err(|e| {
+            tracing::warn!(container_id = %req.id, error = %e, "create failed");
+            status(Code::FAILED_PRECONDITION, e.to_string())
+        })?;
+        self.0.containers.lock().unwrap().insert(req.id.clone(), Arc::new(c));
+        let ev = TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: Some(containerd_shim_protos::events::task::TaskIO {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+                ..Default::default()
+            })
+            .into(),
+            pid: pid(),
+            ..Default::default()
+        };
+        self.publish("/tasks/create", Box::new(ev)).await;
+        Ok(api::CreateTaskResponse { pid: pid(), ..Default::default() })
+    }
+
+    async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
+        let c = self.get(&req.id, &req.exec_id)?;
+        let svc = self.clone();
+        let started = c.start(self.runtime()?, move |e| {
+            let svc2 = svc.clone();
+            let id = e;
+            tokio::spawn(async move {
+                let c = svc2.0.containers.lock().unwrap().values().find(|c| c.exited().is_some_and(|x| x.at == id.at && x.status == id.status)).cloned();
+                if let Some(c) = c {
+                    svc2.publish("/tasks/exit", Box::new(TaskService::exit_event(&c, id))).await;
+                }
+            });
+        });
+        if !started {
+            return Err(status(Code::FAILED_PRECONDITION, format!("container {} was already started", req.id)));
+        }
+        self.publish("/tasks/start", Box::new(TaskStart { container_id: req.id.clone(), pid: pid(), ..Default::default() })).await;
+        Ok(api::StartResponse { pid: pid(), ..Default::default() })
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
+        let c = self.get(&req.id, &req.exec_id)?;
+        tracing::info!(container_id = %req.id, signal = req.signal, "kill");
+        if let Some(e) = c.kill(req.signal) {
+            self.publish("/tasks/exit", Box::new(TaskService::exit_event(&c, e))).await;
+        }
+        Ok(Empty::new())
+    }
+
+    async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
+        let c = self.get(&req.id, &req.exec_id)?;
+        let e = c.wait().await;
+        Ok(api::WaitResponse { exit_status: e.status, exited_at: Some(timestamp(e.at)).into(), ..Default::default() })
+    }
+
+    async fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> TtrpcResult<api::DeleteResponse> {
+        let c = self.get(&req.id, &req.exec_id)?;
+        if c.status() == Status::Running {
+            return Err(status(Code::FAILED_PRECONDITION, format!("container {} is running; kill it before deleting it", req.id)));
+        }
+        // A created, never started container is ended by its deletion.
+        let e = c.exited().or_else(|| c.kill(libc::SIGKILL as u32)).unwrap_or(Exited { status: 0, at: std::time::SystemTime::now() });
+        self.0.containers.lock().unwrap().remove(&req.id);
+        c.release();
+        tracing::info!(container_id = %req.id, exit_status = e.status, "container deleted");
+        let ev = TaskDelete { container_id: req.id.clone(), id: req.id.clone(), pid: pid(), exit_status: e.status, exited_at: Some(timestamp(e.at)).into(), ..Default::default() };
+        self.publish("/tasks/delete", Box::new(ev)).await;
+        Ok(api::DeleteResponse { pid: pid(), exit_status: e.status, exited_at: Some(timestamp(e.at)).into(), ..Default::default() })
+    }
+
+    async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
+        let c = self.get(&req.id, &req.exec_id)?;
+        let st = match c.status() {
+            Status::Created => api::Status::CREATED,
+            Status::Running => api::Status::RUNNING,
+            Status::Stopped => api::Status::STOPPED,
+        };
+        let mut r = api::StateResponse {
+            id: c.id.clone(),
+            bundle: c.bundle.display().to_string(),
+            pid: pid(),
+            status: st.into(),
+            stdin: c.stdio[0].clone(),
+            stdout: c.stdio[1].clone(),
+            stderr: c.stdio[2].clone(),
+            ..Default::default()
+        };
+        if let Some(e) = c.exited() {
+            r.exit_status = e.status;
+            r.exited_at = Some(timestamp(e.at)).into();
+        }
+        Ok(r)
+    }
+
+    async fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
+        self.get(&req.id, "")?;
+        let p = containerd_shim_protos::api::ProcessInfo { pid: pid(), ..Default::default() };
+        Ok(api::PidsResponse { processes: vec![p], ..Default::default() })
+    }
+
+    async fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
+        use containerd_shim_protos::cgroups::metrics::{CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics};
+        let c = self.get(&req.id, "")?;
+        let mem = c.meter.memory_bytes();
+        let cpu = c.meter.cpu_ns();
+        let m = Metrics {
+            memory: Some(MemoryStat { usage: Some(MemoryEntry { usage: mem, max: mem, ..Default::default() }).into(), rss: mem, ..Default::default() }).into(),
+            cpu: Some(CPUStat { usage: Some(CPUUsage { total: cpu, user: cpu, ..Default::default() }).into(), ..Default::default() }).into(),
+            ..Default::default()
+        };
+        let any = containerd_shim::util::convert_to_any(Box::new(m)).map_err(|e| status(Code::INTERNAL, e.to_string()))?;
+        Ok(api::StatsResponse { stats: Some(any).into(), ..Default::default() })
+    }
+
+    async fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> TtrpcResult<api::ConnectResponse> {
+        self.get(&req.id, "")?;
+        Ok(api::ConnectResponse { shim_pid: pid(), task_pid: pid(), version: env!("CARGO_PKG_VERSION").into(), ..Default::default() })
+    }
+
+    async fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<Empty> {
+        let left = self.0.containers.lock().unwrap().len();
+        if left == 0 {
+            tracing::info!("last container deleted; shim exiting");
+            self.0.exit.signal();
+        } else {
+            tracing::debug!(containers = left, "shutdown requested; containers remain, shim stays");
+        }
+        Ok(Empty::new())
+    }
+
+    async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<Empty> {
+        self.get(&req.id, &req.exec_id)?;
+        Ok(Empty::new())
+    }
+
+    async fn exec(&self, _ctx: &TtrpcContext, _req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
+        Err(unsupported("exec"))
+    }
+
+    async fn resize_pty(&self, _ctx: &TtrpcContext, _req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
+        Err(unsupported("a terminal"))
+    }
+
+    async fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> TtrpcResult<Empty> {
+        Err(unsupported("pause"))
+    }
+
+    async fn resume(&self, _ctx: &TtrpcContext, _req: api::ResumeRequest) -> TtrpcResult<Empty> {
+        Err(unsupported("resume"))
+    }
+
+    async fn checkpoint(&self, _ctx: &TtrpcContext, _req: api::CheckpointTaskRequest) -> TtrpcResult<Empty> {
+        Err(unsupported("checkpoint"))
+    }
+
+    async fn update(&self, _ctx: &TtrpcContext, _req: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
+        Err(unsupported("updating resources of a running container"))
+    }
+}

@@ -1,0 +1,237 @@
+//! End to end: a private containerd (started by the test, with the shim
+//! built by cargo first on its PATH) runs wasm images made with
+//! `berth image build` through `ctr ... --runtime io.containerd.berth.v1`.
+use berth_host::oci::image::build::{self, BuildOptions};
+use berth_tests::containerd::Containerd;
+use berth_tests::guests;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const RUNTIME: &str = "io.containerd.berth.v1";
+
+struct Env {
+    c: Containerd,
+    _berth_root: tempfile::TempDir,
+}
+
+fn shim_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_containerd-shim-berth-v1")).parent().unwrap().to_path_buf()
+}
+
+impl Env {
+    /// containerd with the shim on its PATH and the given images imported.
+    fn new(images: &[(&str, &str)]) -> Env {
+        let root = tempfile::tempdir().unwrap();
+        let c = Containerd::start_with(&[&shim_dir()], &[("BERTH_ROOT", root.path().to_str().unwrap())]);
+        let env = Env { c, _berth_root: root };
+        for (module, name) in images {
+            env.import(module, name);
+        }
+        env
+    }
+
+    fn import(&self, module: &str, name: &str) {
+        let built = build::build(&BuildOptions { module: module.into(), name: name.into(), artifact: false, adds: vec![] }).unwrap();
+        let tar = self.c.dir.path().join(format!("{}.tar", name.replace(['/', ':'], "_")));
+        build::write_archive(&built, std::fs::File::create(&tar).unwrap()).unwrap();
+        let o = self.c.ctr(&["image", "import", "--platform", "wasi/wasm", tar.to_str().unwrap()]);
+        assert!(o.status.success(), "import {name}: {}", text(&o));
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        self.c.ctr(args)
+    }
+
+    /// `ctr run` as a child process, for tests that act while it runs.
+    fn spawn_run(&self, args: &[&str]) -> std::process::Child {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.c.socket())
+            .args(["--namespace", "berth-test", "run"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn task_status(&self, id: &str) -> Option<String> {
+        let o = self.ctr(&["task", "ls"]);
+        String::from_utf8_lossy(&o.stdout).lines().find(|l| l.split_whitespace().next() == Some(id)).and_then(|l| l.split_whitespace().nth(2).map(String::from))
+    }
+
+    fn wait_status(&self, id: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.task_status(id).as_deref() != Some(want) {
+            assert!(Instant::now() < deadline, "task {id} never reached {want}: {:?}\ncontainerd log:\n{}", self.task_status(id), self.c.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// berth shim processes serving this containerd.
+    fn shims(&self) -> Vec<u32> {
+        self.c.shim_pids("containerd-shim-berth-v1")
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn runs_hello_with_output_args_env_and_exit_codes() {
+    let env = Env::new(&[(guests::HELLO_P1, "example.com/hello:1"), (guests::HELLO_P2, "example.com/hello:2"), (guests::ARGS_ENV_P1, "example.com/args:1")]);
+    let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, "example.com/hello:1", "h1"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("hello from a berth guest (p1 module)"), "{}", text(&o));
+    let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, "example.com/hello:2", "h2"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("(p2 component)"), "{}", text(&o));
+    for code in ["0", "3", "42"] {
+        let id = format!("args-{code}");
+        let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, "--env", "GREETING=hi there", "example.com/args:1", &id, "/args-env.wasm", "a", "b c", "--exit", code]);
+        assert_eq!(o.status.code(), Some(code.parse().unwrap()), "{}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("arg[2]=b c") && out.contains("env GREETING=hi there"), "{out}");
+    }
+    // --null-io: no stdio at all still runs.
+    let o = env.ctr(&["run", "--rm", "--null-io", "--runtime", RUNTIME, "example.com/hello:1", "quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Terminals are refused with a clear error (ctr needs a console for -t:
+    // `script` gives it one).
+    let cmd = format!("ctr --address {} --namespace berth-test run --rm -t --runtime {RUNTIME} example.com/hello:1 tty", env.c.socket().display());
+    let o = Command::new("script").args(["-qec", &cmd, "/dev/null"]).stdin(Stdio::null()).output().expect("script (bsdutils)");
+    let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!o.status.success() && all.contains("terminals (-t) are not supported"), "{}", text(&o));
+    // Nothing is left: no tasks, the shim gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.shims().is_empty() {
+        assert!(Instant::now() < deadline, "shims still running: {:?}", env.shims());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn kill_ends_guests_with_128_plus_signal_and_traps_are_134() {
+    let env = Env::new(&[(berth_tests::guests::WAT_LOOP, "example.com/loop:1"), (guests::WAT_SLEEP, "example.com/sleep:1"), (guests::WAT_TRAP, "example.com/trap:1")]);
+    for (image, signal, want) in [("example.com/loop:1", "SIGTERM", 143), ("example.com/sleep:1", "SIGKILL", 137), ("example.com/sleep:1", "SIGINT", 130)] {
+        let id = format!("k-{}", signal.to_lowercase());
+        let child = env.spawn_run(&["--rm", "--runtime", RUNTIME, image, &id]);
+        env.wait_status(&id, "RUNNING");
+        let o = env.ctr(&["task", "kill", "-s", signal, &id]);
+        assert!(o.status.success(), "{}", text(&o));
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(want), "{image} {signal}: {}", text(&o));
+    }
+    let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, "example.com/trap:1", "trap"]);
+    assert_eq!(o.status.code(), Some(134), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("trapped"), "{}", text(&o));
+    // Kill after exit and a second delete are harmless.
+    let o = env.ctr(&["run", "-d", "--runtime", RUNTIME, "example.com/trap:1", "done"]);
+    assert!(o.status.success(), "{}", text(&o));
+    env.wait_status("done", "STOPPED");
+    assert!(env.ctr(&["task", "kill", "done"]).status.success());
+    assert!(env.ctr(&["task", "rm", "done"]).status.success());
+    assert!(!env.ctr(&["task", "rm", "done"]).status.success(), "a second delete reports the task gone");
+    assert!(env.ctr(&["container", "rm", "done"]).status.success());
+}
+
+#[test]
+fn fifty_grouped_containers_share_one_shim() {
+    let env = Env::new(&[(guests::WAT_SLEEP, "example.com/sleep:1")]);
+    let n = 50;
+    for i in 0..n {
+        let id = format!("g{i}");
+        let o = env.ctr(&["run", "-d", "--null-io", "--annotation", "berth.dev/group=web", "--runtime", RUNTIME, "example.com/sleep:1", &id]);
+        assert!(o.status.success(), "{id}: {}", text(&o));
+    }
+    for i in 0..n {
+        env.wait_status(&format!("g{i}"), "RUNNING");
+    }
+    assert_eq!(env.shims().len(), 1, "{n} grouped containers must be served by one shim: {:?}", env.shims());
+    // Stats of a running guest come from the shim.
+    let o = env.ctr(&["task", "metrics", "g0"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("memory.usage_in_bytes"), "{}", text(&o));
+    // Killing one leaves the others running; the shim leaves with the last.
+    assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "g0"]).status.success());
+    env.wait_status("g0", "STOPPED");
+    env.wait_status("g1", "RUNNING");
+    for i in 0..n {
+        let id = format!("g{i}");
+        if i > 0 {
+            assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", &id]).status.success());
+            env.wait_status(&id, "STOPPED");
+        }
+        assert!(env.ctr(&["task", "rm", &id]).status.success());
+        assert!(env.ctr(&["container", "rm", &id]).status.success());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.shims().is_empty() {
+        assert!(Instant::now() < deadline, "the shim outlived its last container: {:?}", env.shims());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Without a group, each container gets its own shim.
+    for id in ["solo1", "solo2"] {
+        assert!(env.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "example.com/sleep:1", id]).status.success());
+        env.wait_status(id, "RUNNING");
+    }
+    assert_eq!(env.shims().len(), 2);
+    for id in ["solo1", "solo2"] {
+        assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", id]).status.success());
+        env.wait_status(id, "STOPPED");
+        assert!(env.ctr(&["task", "rm", id]).status.success());
+    }
+}
+
+#[test]
+fn stats_report_guest_cpu_and_memory() {
+    let env = Env::new(&[(guests::WAT_LOOP, "example.com/loop:1")]);
+    assert!(env.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "example.com/loop:1", "spin"]).status.success());
+    env.wait_status("spin", "RUNNING");
+    std::thread::sleep(Duration::from_millis(500));
+    let o = env.ctr(&["task", "metrics", "spin"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let value = |key: &str| -> u64 {
+        out.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{key} missing:\n{out}"))
+    };
+    assert!(value("cpuacct.usage ") > 100_000_000, "a spinning guest used CPU for 0.5 s:\n{out}");
+    assert!(value("memory.usage_in_bytes") >= 65536, "one wasm page at least:\n{out}");
+    assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "spin"]).status.success());
+    env.wait_status("spin", "STOPPED");
+    assert!(env.ctr(&["task", "rm", "spin"]).status.success());
+}
+
+#[test]
+fn a_killed_shim_is_cleaned_up_and_containerd_restarts_keep_tasks() {
+    let mut env = Env::new(&[(guests::WAT_SLEEP, "example.com/sleep:1")]);
+    // containerd restarts while a guest runs: the task is still there and
+    // its exit is still reported.
+    assert!(env.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "example.com/sleep:1", "survivor"]).status.success());
+    env.wait_status("survivor", "RUNNING");
+    env.c.restart();
+    env.wait_status("survivor", "RUNNING");
+    assert!(env.ctr(&["task", "kill", "-s", "SIGTERM", "survivor"]).status.success());
+    env.wait_status("survivor", "STOPPED");
+    assert!(env.ctr(&["task", "rm", "survivor"]).status.success());
+    assert!(env.ctr(&["container", "rm", "survivor"]).status.success());
+    // The shim is killed: containerd reports the task stopped and ctr can
+    // clean up; no mount of the bundle is left.
+    assert!(env.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "example.com/sleep:1", "victim"]).status.success());
+    env.wait_status("victim", "RUNNING");
+    let shims = env.shims();
+    assert_eq!(shims.len(), 1);
+    // SAFETY: SIGKILL to the shim this test's containerd started.
+    unsafe { libc::kill(shims[0] as i32, libc::SIGKILL) };
+    // containerd notices, runs `shim delete`, and drops the task.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.task_status("victim").is_some_and(|s| s != "STOPPED") {
+        assert!(Instant::now() < deadline, "containerd still shows the killed shim's task: {:?}", env.task_status("victim"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = env.ctr(&["task", "rm", "victim"]);
+    assert!(o.status.success() || String::from_utf8_lossy(&o.stderr).contains("not found"), "{}", text(&o));
+    assert!(env.ctr(&["container", "rm", "victim"]).status.success());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = env.c.dir.path().display().to_string();
+    assert!(!mounts.lines().any(|l| l.contains(&root) && l.contains("victim")), "a rootfs mount of the killed shim's container is left:\n{mounts}");
+}
