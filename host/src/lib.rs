@@ -6,6 +6,7 @@
 //! inside [`wasm`].
 
 pub mod caps;
+pub mod install;
 pub mod oci;
 pub mod paths;
 pub mod plan;

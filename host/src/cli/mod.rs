@@ -1,6 +1,7 @@
 //! `berth` command-line interface (clap derive).
 mod compile;
 mod image;
+mod install;
 mod logging;
 mod run;
 mod size;
@@ -27,6 +28,9 @@ enum Command {
     /// Build, import, list and remove OCI images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Register berth with a container runtime (containerd).
+    #[command(subcommand)]
+    Install(install::InstallCommand),
     /// Precompile modules into the cache (or to a file with -o).
     Compile(compile::CompileArgs),
 }
@@ -46,6 +50,7 @@ pub fn main() -> i32 {
         Command::Run(args) => run::run(args),
         Command::Compile(args) => compile::compile(args),
         Command::Image(cmd) => image::image(cmd),
+        Command::Install(cmd) => install::install(cmd),
     };
     match result {
         Ok(code) => code,
