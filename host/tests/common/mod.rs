@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+#[allow(unused_imports)]
 pub use berth_tests::guests;
 
 /// A `berth` invocation with its own state root, so tests never share or
