@@ -43,6 +43,14 @@ echo
 cargo bench -q -p berth-host --bench instantiate 2>&1 >/dev/null | grep instantiate
 cargo bench -q -p berth-host --bench instantiate -- "$HELLO" 2>&1 >/dev/null | grep instantiate | sed "s|$work/guests/||"
 echo
+echo "## containerd: berth's shim vs runc"
+echo
+if [[ ! -x /bin/busybox ]]; then
+  apt-get install -y busybox-static >&2
+fi
+cargo build --release -q -p berth-shim
+python3 bench/containerd.py "$TARGET_DIR/release" "${N_CTR:-20}" "${N_DENSITY:-200}" "${N_CHURN:-40}"
+echo
 echo "## Image: import + first run vs second run of a ~10 MB wasm image"
 echo
 python3 bench/image.py "$BERTH" "${N_IMAGE:-5}"

@@ -32,7 +32,7 @@ impl Env {
     }
 
     fn import(&self, module: &str, name: &str) {
-        let built = build::build(&BuildOptions { module: module.into(), name: name.into(), artifact: false, adds: vec![] }).unwrap();
+        let built = build::build(&BuildOptions { module: Some(module.into()), name: name.into(), artifact: false, adds: vec![], rootfs: None, entrypoint: vec![] }).unwrap();
         let tar = self.c.dir.path().join(format!("{}.tar", name.replace(['/', ':'], "_")));
         build::write_archive(&built, std::fs::File::create(&tar).unwrap()).unwrap();
         let o = self.c.ctr(&["image", "import", "--platform", "wasi/wasm", tar.to_str().unwrap()]);

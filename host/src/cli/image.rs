@@ -28,9 +28,9 @@ pub enum ImageCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct BuildArgs {
-    /// The .wasm (or .wat) module or component.
-    #[arg(value_name = "MODULE")]
-    module: PathBuf,
+    /// The .wasm (or .wat) module or component (omit with --rootfs for a native image).
+    #[arg(value_name = "MODULE", required_unless_present = "rootfs")]
+    module: Option<PathBuf>,
     /// Image name, e.g. example.com/app:1.0.
     #[arg(short = 't', long = "tag", value_name = "NAME")]
     tag: String,
@@ -43,6 +43,12 @@ pub struct BuildArgs {
     /// Add a host directory to the image: HOST_DIR:IMAGE_PATH. Repeatable.
     #[arg(long = "add", value_name = "HOST_DIR:IMAGE_PATH")]
     adds: Vec<String>,
+    /// A directory that becomes the image's root filesystem.
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Entrypoint of a native (--rootfs, no MODULE) image; repeat for each argument.
+    #[arg(long, value_name = "ARG")]
+    entrypoint: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -91,7 +97,7 @@ fn build_image(a: BuildArgs) -> Result<i32> {
         }
         adds.push((PathBuf::from(host), guest.to_string()));
     }
-    let opts = build::BuildOptions { module: a.module, name: a.tag, artifact: a.artifact, adds };
+    let opts = build::BuildOptions { module: a.module, name: a.tag, artifact: a.artifact, adds, rootfs: a.rootfs, entrypoint: a.entrypoint };
     let built = build::build(&opts)?;
     let digest = built.manifest["digest"].as_str().unwrap_or_default().to_string();
     match &a.output {

@@ -36,12 +36,18 @@ pub enum BuildError {
 }
 
 pub struct BuildOptions {
-    pub module: PathBuf,
+    /// The wasm module or component; `None` builds a native image from
+    /// `rootfs` alone.
+    pub module: Option<PathBuf>,
     /// Image name as given (`-t`).
     pub name: String,
     pub artifact: bool,
     /// Extra directories: (host dir, image path).
     pub adds: Vec<(PathBuf, String)>,
+    /// A directory whose content becomes the image's root (`--rootfs`).
+    pub rootfs: Option<PathBuf>,
+    /// `Entrypoint` of a native image (a wasm image's is its module).
+    pub entrypoint: Vec<String>,
 }
 
 /// A built image: its blobs and the manifest descriptor that names it.
@@ -57,16 +63,53 @@ fn descriptor(media_type: &str, digest: &str, size: usize) -> Value {
     json!({ "mediaType": media_type, "digest": digest, "size": size })
 }
 
+/// The layer tree: `--rootfs` content, then `--add` directories.
+fn base_tree(opts: &BuildOptions) -> Result<Tree, BuildError> {
+    let mut tree = Tree::default();
+    if let Some(root) = &opts.rootfs {
+        tree.add_host_dir(root, "/").map_err(BuildError::Input)?;
+    }
+    for (host, guest) in &opts.adds {
+        tree.add_host_dir(host, guest).map_err(BuildError::Input)?;
+    }
+    Ok(tree)
+}
+
+/// A native (`linux/<this machine>`) image from `--rootfs`.
+fn build_native(opts: &BuildOptions, name: String) -> Result<Built, BuildError> {
+    if opts.rootfs.is_none() || opts.artifact {
+        return Err(BuildError::Input("give a wasm MODULE, or --rootfs DIR (without --artifact) for a native image".into()));
+    }
+    if opts.entrypoint.is_empty() {
+        return Err(BuildError::Input("a native image needs --entrypoint, e.g. --entrypoint /bin/sh".into()));
+    }
+    let blob = layer::write_layer(&base_tree(opts)?).map_err(BuildError::Write)?;
+    let host = super::platform::host();
+    let config = json!({
+        "architecture": host.arch,
+        "os": host.os,
+        "config": { "Entrypoint": opts.entrypoint, "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] },
+        "rootfs": { "type": "layers", "diff_ids": [blob.diff_id] },
+        "history": [{ "created_by": "berth image build --rootfs" }],
+    });
+    let desc = descriptor("application/vnd.oci.image.layer.v1.tar+gzip", &blob.digest, blob.bytes.len());
+    Ok(assemble(name, "application/vnd.oci.image.config.v1+json", &config, (desc, blob.bytes), &host.os, &host.arch))
+}
+
 /// Builds the image in memory.
 pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
     let name = names::normalize(&opts.name)?;
-    let raw = std::fs::read(&opts.module).map_err(|source| BuildError::Read { path: opts.module.clone(), source })?;
-    let shown = opts.module.display().to_string();
+    let Some(module) = &opts.module else { return build_native(opts, name) };
+    if !opts.entrypoint.is_empty() {
+        return Err(BuildError::Input("--entrypoint is for native images; a wasm image's entrypoint is its module".into()));
+    }
+    let raw = std::fs::read(module).map_err(|source| BuildError::Read { path: module.clone(), source })?;
+    let shown = module.display().to_string();
     let (kind, wasm) = load::to_wasm(&shown, raw)?;
     let p2 = kind == load::Kind::Component;
     let (config_type, config, layer) = if opts.artifact {
-        if !opts.adds.is_empty() {
-            return Err(BuildError::Input("--add needs the compat image form: a wasm artifact holds the module alone; drop --artifact".into()));
+        if !opts.adds.is_empty() || opts.rootfs.is_some() {
+            return Err(BuildError::Input("--add and --rootfs need the compat image form: a wasm artifact holds the module alone; drop --artifact".into()));
         }
         let layer_digest = digest::of_bytes(&wasm);
         let mut config = json!({
@@ -81,12 +124,9 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
         let layer = (descriptor(WASM_LAYER_MEDIA_TYPE, &layer_digest, wasm.len()), wasm);
         (WASM_CONFIG_MEDIA_TYPE, config, layer)
     } else {
-        let stem = opts.module.file_stem().and_then(|s| s.to_str()).filter(|s| !s.is_empty() && !s.starts_with('.')).unwrap_or("app");
+        let stem = module.file_stem().and_then(|s| s.to_str()).filter(|s| !s.is_empty() && !s.starts_with('.')).unwrap_or("app");
         let entry = format!("/{stem}.wasm");
-        let mut tree = Tree::default();
-        for (host, guest) in &opts.adds {
-            tree.add_host_dir(host, guest).map_err(BuildError::Input)?;
-        }
+        let mut tree = base_tree(opts)?;
         tree.add_bytes(&entry, wasm, 0o755).map_err(BuildError::Input)?;
         let blob = layer::write_layer(&tree).map_err(BuildError::Write)?;
         let config = json!({
@@ -102,8 +142,14 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
         let desc = descriptor("application/vnd.oci.image.layer.v1.tar+gzip", &blob.digest, blob.bytes.len());
         ("application/vnd.oci.image.config.v1+json", config, (desc, blob.bytes))
     };
+    let os = if opts.artifact { config["os"].as_str().unwrap_or("wasip1") } else { "wasi" }.to_string();
+    Ok(assemble(name, config_type, &config, layer, &os, "wasm"))
+}
+
+/// Config, manifest and manifest descriptor around one layer.
+fn assemble(name: String, config_type: &str, config: &Value, layer: (Value, Vec<u8>), os: &str, arch: &str) -> Built {
     // serde_json's Value sorts keys: stable bytes, stable digests.
-    let config_bytes = serde_json::to_vec(&config).expect("JSON values serialize");
+    let config_bytes = serde_json::to_vec(config).expect("JSON values serialize");
     let config_digest = digest::of_bytes(&config_bytes);
     let manifest = json!({
         "schemaVersion": 2,
@@ -113,15 +159,14 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
     });
     let manifest_bytes = serde_json::to_vec(&manifest).expect("JSON values serialize");
     let manifest_digest = digest::of_bytes(&manifest_bytes);
-    let os = if opts.artifact { config["os"].as_str().unwrap_or("wasip1") } else { "wasi" };
     let mut manifest_desc = descriptor("application/vnd.oci.image.manifest.v1+json", &manifest_digest, manifest_bytes.len());
-    manifest_desc["platform"] = json!({ "architecture": "wasm", "os": os });
+    manifest_desc["platform"] = json!({ "architecture": arch, "os": os });
     let layer_digest = layer.0["digest"].as_str().unwrap_or_default().to_string();
-    Ok(Built {
+    Built {
         name,
         blobs: vec![(manifest_digest, manifest_bytes), (config_digest, config_bytes), (layer_digest, layer.1)],
         manifest: manifest_desc,
-    })
+    }
 }
 
 /// Writes the image as an OCI image layout tarball, named so that both

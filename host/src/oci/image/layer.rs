@@ -61,7 +61,7 @@ impl Tree {
         let base = clean_guest(guest)?;
         let meta = std::fs::symlink_metadata(host).map_err(|e| format!("{}: {e}", host.display()))?;
         if !meta.is_dir() {
-            return Err(format!("{} is not a directory; --add takes directories", host.display()));
+            return Err(format!("{} is not a directory; --add and --rootfs take directories", host.display()));
         }
         if !base.is_empty() {
             self.parents(&base);

@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""berth's shim vs runc through one private containerd, side by side.
+
+Usage: containerd.py BERTH_BIN_DIR [N_COLD] [N_DENSITY] [N_CHURN]
+(BERTH_BIN_DIR holds `berth` and `containerd-shim-berth-v1`).
+
+- cold start: `ctr run --rm` of the wasm hello via berth vs busybox `echo`
+  via runc, interleaved, median and p10/p90, ratio berth/runc;
+- density: N idle containers per runtime (berth: one `berth.dev/group`, the
+  wasm sleep guest; runc: busybox `sleep`), sum of PSS over every process
+  the runtime keeps for them (shims and container processes) / N;
+- churn: create-start-wait-delete (`ctr run --rm`) at parallelism 4, tasks/s.
+"""
+import concurrent.futures
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sh(*cmd, check=True, **kw):
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    if check and r.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.decode()}")
+    return r
+
+
+class Containerd:
+    def __init__(self, bindir):
+        self.dir = tempfile.mkdtemp(prefix="berth-bench-ctrd-", dir="/tmp")
+        d = self.dir
+        with open(f"{d}/config.toml", "w") as f:
+            f.write(f"""version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{d}/c.sock"
+[ttrpc]
+  address = "{d}/c.sock.ttrpc"
+[debug]
+  address = "{d}/debug.sock"
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+""")
+        env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", BERTH_ROOT=f"{d}/berth")
+        self.log = open(f"{d}/containerd.log", "w")
+        self.proc = subprocess.Popen(["containerd", "--config", f"{d}/config.toml"], env=env, stdout=self.log, stderr=self.log)
+        for _ in range(300):
+            if self.ctr("version", check=False).returncode == 0:
+                return
+            time.sleep(0.1)
+        sys.exit("containerd did not start")
+
+    def ctr(self, *args, check=True):
+        return sh("ctr", "--address", f"{self.dir}/c.sock", "--namespace", "bench", *args, check=check)
+
+    def pids(self, binary):
+        out = []
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                cmd = open(f"/proc/{p}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if binary in cmd and f"{self.dir}/c.sock" in cmd:
+                out.append(int(p))
+        return out
+
+    def stop(self):
+        for p in self.pids("containerd-shim"):
+            try:
+                os.kill(p, 9)
+            except OSError:
+                pass
+        self.proc.terminate()
+        self.proc.wait()
+        mounts = [l.split()[4] for l in open("/proc/self/mountinfo") if self.dir in l.split()[4]]
+        for m in sorted(mounts, key=len, reverse=True):
+            subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def descendants(roots):
+    children = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                ppid = int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(p))
+    seen, todo = set(), list(roots)
+    while todo:
+        p = todo.pop()
+        if p not in seen:
+            seen.add(p)
+            todo.extend(children.get(p, []))
+    return seen
+
+
+def pss_kb(pids):
+    total = 0
+    for p in pids:
+        try:
+            for line in open(f"/proc/{p}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def stats(xs):
+    xs = sorted(xs)
+    return statistics.median(xs), xs[int(len(xs) * 0.1)], xs[max(0, int(len(xs) * 0.9) - 1)]
+
+
+def main():
+    bindir = os.path.abspath(sys.argv[1])
+    n_cold = int(sys.argv[2]) if len(sys.argv) > 2 else 20
+    n_density = int(sys.argv[3]) if len(sys.argv) > 3 else 200
+    n_churn = int(sys.argv[4]) if len(sys.argv) > 4 else 40
+    berth = f"{bindir}/berth"
+    work = tempfile.mkdtemp()
+    env = dict(os.environ, BERTH_ROOT=f"{work}/root")
+    hello = f"{work}/guests/wasm32-wasip1/release/hello.wasm"
+    sh("cargo", "build", "--release", "-q", "--manifest-path", f"{ROOT}/guest-examples/Cargo.toml", "--target", "wasm32-wasip1", "--target-dir", f"{work}/guests", "--bin", "hello")
+    bb = f"{work}/bbroot"
+    os.makedirs(f"{bb}/bin")
+    for d in ["proc", "dev", "sys", "tmp", "etc"]:
+        os.makedirs(f"{bb}/{d}")
+    shutil.copy("/bin/busybox", f"{bb}/bin/busybox")
+    for c in ["sh", "echo", "sleep"]:
+        os.symlink("busybox", f"{bb}/bin/{c}")
+    sh(berth, "image", "build", hello, "-t", "bench.local/hello:1", "-o", f"{work}/hello.tar", env=env)
+    sh(berth, "image", "build", f"{ROOT}/guest-examples/wat/sleep.wat", "-t", "bench.local/sleep:1", "-o", f"{work}/sleep.tar", env=env)
+    sh(berth, "image", "build", "--rootfs", bb, "--entrypoint", "/bin/sh", "-t", "bench.local/busybox:1", "-o", f"{work}/busybox.tar", env=env)
+    c = Containerd(bindir)
+    try:
+        for t in ["hello", "sleep"]:
+            c.ctr("image", "import", "--platform", "wasi/wasm", f"{work}/{t}.tar")
+        c.ctr("image", "import", f"{work}/busybox.tar")
+        berth_run = lambda i: c.ctr("run", "--rm", "--runtime", "io.containerd.berth.v1", "bench.local/hello:1", f"b{i}")
+        runc_run = lambda i: c.ctr("run", "--rm", "bench.local/busybox:1", f"r{i}", "/bin/echo", "hello")
+        print(f"containerd {sh('containerd', '--version').stdout.decode().split()[2]}, runc {sh('runc', '--version').stdout.decode().split()[2]}; {os.cpu_count()} cores")
+        print()
+        # Cold start.
+        times = {"berth": [], "runc": []}
+        for i in range(n_cold + 3):
+            for name, fn in [("berth", berth_run), ("runc", runc_run)]:
+                t = time.perf_counter()
+                fn(i)
+                if i >= 3:
+                    times[name].append((time.perf_counter() - t) * 1000)
+        rb, rr = stats(times["berth"]), stats(times["runc"])
+        print(f"### cold `ctr run --rm`, N={n_cold} each, interleaved")
+        print()
+        print("| runtime | median ms | p10 ms | p90 ms |")
+        print("| --- | --- | --- | --- |")
+        print(f"| berth (wasm hello) | {rb[0]:.1f} | {rb[1]:.1f} | {rb[2]:.1f} |")
+        print(f"| runc (busybox echo) | {rr[0]:.1f} | {rr[1]:.1f} | {rr[2]:.1f} |")
+        print(f"\nratio berth / runc (median): **{rb[0] / rr[0]:.2f}**\n")
+        # Churn.
+        def churn(fn):
+            t = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(4) as ex:
+                list(ex.map(fn, range(10000, 10000 + n_churn)))
+            return n_churn / (time.perf_counter() - t)
+        cb, cr = churn(berth_run), churn(runc_run)
+        print(f"### churn: create-start-wait-delete (`ctr run --rm`), {n_churn} tasks at parallelism 4")
+        print()
+        print("| runtime | tasks/s |")
+        print("| --- | --- |")
+        print(f"| berth | {cb:.1f} |")
+        print(f"| runc | {cr:.1f} |")
+        print(f"\nratio berth / runc: **{cb / cr:.2f}**\n")
+        # Density.
+        def density(kind):
+            ids = [f"{kind}{i}" for i in range(n_density)]
+            for i in ids:
+                if kind == "berth":
+                    c.ctr("run", "-d", "--null-io", "--annotation", "berth.dev/group=density", "--runtime", "io.containerd.berth.v1", "bench.local/sleep:1", i)
+                else:
+                    c.ctr("run", "-d", "--null-io", "bench.local/busybox:1", i, "/bin/sleep", "3600")
+            time.sleep(2)
+            running = c.ctr("task", "ls").stdout.decode().count("RUNNING")
+            shims = c.pids("containerd-shim-berth-v1" if kind == "berth" else "containerd-shim-runc-v2")
+            procs = descendants(shims)
+            kb = pss_kb(procs)
+            for i in ids:
+                c.ctr("task", "kill", "-s", "SIGKILL", i, check=False)
+            time.sleep(1)
+            for i in ids:
+                c.ctr("task", "rm", "-f", i, check=False)
+                c.ctr("container", "rm", i, check=False)
+            return running, len(shims), len(procs), kb
+        db, dr = density("berth"), density("runc")
+        print(f"### density: {n_density} idle containers per runtime, PSS of every process the runtime keeps")
+        print()
+        print("| runtime | running | shim processes | processes | total PSS MiB | PSS per container KiB |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for name, d in [("berth (one group)", db), ("runc", dr)]:
+            print(f"| {name} | {d[0]} | {d[1]} | {d[2]} | {d[3] / 1024:.1f} | {d[3] / n_density:.0f} |")
+        print(f"\nratio berth / runc per container: **{db[3] / dr[3]:.3f}** (1/{dr[3] / max(db[3], 1):.0f})")
+    finally:
+        c.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
