@@ -83,6 +83,24 @@ fn added_files_are_readable_and_the_rootfs_is_read_only() {
 }
 
 #[test]
+fn native_images_build_from_a_rootfs() {
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    common::write(&root.join("bin/tool"), b"\x7fELF\x02\x01\x01 not really");
+    std::os::unix::fs::symlink("tool", root.join("bin/alias")).unwrap();
+    let root_s = root.to_str().unwrap();
+    b.run(&["image", "build", "--rootfs", root_s, "--entrypoint", "/bin/tool", "--entrypoint", "-v", "-t", "example.com/native:1"]).expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&b.run(&["image", "inspect", "example.com/native:1"]).stdout).unwrap();
+    assert_eq!(v["config"]["os"], "linux");
+    assert_eq!(v["config"]["config"]["Entrypoint"], serde_json::json!(["/bin/tool", "-v"]));
+    // berth runs wasm only (native entrypoints come with the native runtime): a clear error.
+    b.run(&["run", "example.com/native:1"]).expect_berth_error(&["/bin/tool", "native ELF executable"]);
+    b.run(&["image", "build", "--rootfs", root_s, "-t", "x:1"]).expect_berth_error(&["--entrypoint"]);
+    b.run(&["image", "build", "-t", "x:1"]).expect_code(125);
+}
+
+#[test]
 fn ls_inspect_and_rm() {
     let b = Berth::new();
     b.run(&["image", "build", guests::HELLO_P1, "-t", "example.com/one:1"]).expect_code(0);

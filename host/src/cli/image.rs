@@ -47,7 +47,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "DIR")]
     rootfs: Option<PathBuf>,
     /// Entrypoint of a native (--rootfs, no MODULE) image; repeat for each argument.
-    #[arg(long, value_name = "ARG")]
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     entrypoint: Vec<String>,
 }
 
