@@ -46,6 +46,8 @@ pub enum CreateError {
         #[source]
         source: bundle::BundleError,
     },
+    #[error("container {id}: process.user is {uid}:{gid}, but this shim runs wasm guests with its own (root) file access and cannot yet hold a guest to another user's; run the container as 0:0 (the guest still sees only its rootfs and mounts)")]
+    User { id: String, uid: u32, gid: u32 },
     #[error("container {id}: {source}")]
     Load {
         id: String,
@@ -106,6 +108,12 @@ impl Container {
         };
         let mut plan = bundle::plan_from_bundle(req.bundle).map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?;
         plan.name = id.clone();
+        // A guest must never get more file access than its user would: the
+        // shim cannot switch identity per guest (it serves many), so other
+        // users are refused rather than silently given root's access.
+        if let Some(u) = plan.user.as_ref().filter(|u| u.uid != 0 || u.gid != 0) {
+            return Err(undo(CreateError::User { id: id.clone(), uid: u.uid, gid: u.gid }));
+        }
         let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
         plan.stdio = Stdio::Paths { stdin: path(&req.stdio[0]), stdout: path(&req.stdio[1]), stderr: path(&req.stdio[2]) };
         let (rt, p) = (runtime.clone(), plan.clone());

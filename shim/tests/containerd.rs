@@ -235,3 +235,45 @@ fn a_killed_shim_is_cleaned_up_and_containerd_restarts_keep_tasks() {
     let root = env.c.dir.path().display().to_string();
     assert!(!mounts.lines().any(|l| l.contains(&root) && l.contains("victim")), "a rootfs mount of the killed shim's container is left:\n{mounts}");
 }
+
+#[test]
+fn other_users_are_refused_and_a_long_lived_shim_leaks_no_fds() {
+    let env = Env::new(&[(guests::WAT_SLEEP, "example.com/sleep:1"), (guests::HELLO_P1, "example.com/hello:1")]);
+    // An image whose config runs as 1000:1000.
+    let mut a = berth_tests::oci::Archive::default();
+    let wasm = std::fs::read(guests::HELLO_P1).unwrap();
+    let layer = berth_tests::oci::file_layer("app.wasm", &wasm, 0o755);
+    let l = a.blob("application/vnd.oci.image.layer.v1.tar", &layer);
+    let config = serde_json::json!({ "architecture": "wasm", "os": "wasi", "config": { "Entrypoint": ["/app.wasm"], "User": "1000:1000" }, "rootfs": { "type": "layers", "diff_ids": [berth_tests::oci::digest(&layer)] } });
+    let c = a.blob("application/vnd.oci.image.config.v1+json", config.to_string().as_bytes());
+    let m = serde_json::json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": c, "layers": [l] });
+    let mut d = a.blob("application/vnd.oci.image.manifest.v1+json", m.to_string().as_bytes());
+    d["platform"] = serde_json::json!({ "os": "wasi", "architecture": "wasm" });
+    a.index(&[(Some("example.com/user:1"), d)]);
+    let tar = env.c.dir.path().join("user.tar");
+    std::fs::write(&tar, a.tar()).unwrap();
+    assert!(env.ctr(&["image", "import", "--platform", "wasi/wasm", tar.to_str().unwrap()]).status.success());
+    let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, "example.com/user:1", "u1"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("process.user is 1000:1000"), "{}", text(&o));
+
+    // One shim keeps serving a group while containers come and go.
+    assert!(env.ctr(&["run", "-d", "--null-io", "--annotation", "berth.dev/group=fd", "--runtime", RUNTIME, "example.com/sleep:1", "keeper"]).status.success());
+    env.wait_status("keeper", "RUNNING");
+    let shim = env.shims()[0];
+    let fds = || std::fs::read_dir(format!("/proc/{shim}/fd")).unwrap().count();
+    let cycle = |i: usize| {
+        let id = format!("c{i}");
+        let o = env.ctr(&["run", "--rm", "--annotation", "berth.dev/group=fd", "--runtime", RUNTIME, "example.com/hello:1", &id]);
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    cycle(0);
+    let before = fds();
+    for i in 1..=10 {
+        cycle(i);
+    }
+    assert_eq!(env.shims(), vec![shim], "the group's shim served them all");
+    assert_eq!(fds(), before, "fds of the shim grew over 10 create/delete cycles");
+    assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "keeper"]).status.success());
+    env.wait_status("keeper", "STOPPED");
+    assert!(env.ctr(&["task", "rm", "keeper"]).status.success());
+}
