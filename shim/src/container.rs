@@ -70,6 +70,8 @@ pub struct Container {
     /// Our own handle on the stderr FIFO, held until the guest has exited
     /// so that runtime messages (a trap) reach the reader before its EOF.
     stderr: Mutex<Option<std::fs::File>>,
+    /// The pod (CRI sandbox id) the container belongs to, for logs.
+    pub pod: String,
 }
 
 pub struct CreateRequest<'a> {
@@ -106,7 +108,9 @@ impl Container {
             }
             e
         };
-        let mut plan = bundle::plan_from_bundle(req.bundle).map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?;
+        let spec = bundle::load_spec(req.bundle).map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?;
+        let pod = spec.annotations().as_ref().and_then(|a| a.get(crate::service::SANDBOX_ID)).cloned().unwrap_or_default();
+        let mut plan = bundle::plan_from_spec(req.bundle, &spec).map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?;
         plan.name = id.clone();
         // A guest must never get more file access than its user would: the
         // shim cannot switch identity per guest (it serves many), so other
@@ -123,7 +127,7 @@ impl Container {
             .map_err(|source| undo(CreateError::Load { id: id.clone(), source }))?;
         // Read-write: opening a FIFO so never blocks on its reader.
         let stderr = path(&req.stdio[2]).and_then(|p| std::fs::OpenOptions::new().read(true).write(true).open(p).ok());
-        tracing::info!(container_id = %id, module = %plan.entrypoint.source, cache_hit = prepared.info.cache_hit, "container created");
+        tracing::info!(container_id = %id, pod_id = %pod, module = %plan.entrypoint.source, cache_hit = prepared.info.cache_hit, "container created");
         Ok(Container {
             id,
             bundle: req.bundle.to_path_buf(),
@@ -136,6 +140,7 @@ impl Container {
             exited: watch::channel(None).0,
             mounted,
             stderr: Mutex::new(stderr),
+            pod,
         })
     }
 
@@ -165,16 +170,16 @@ impl Container {
                     if let Exit::Trap(msg) = &exit {
                         c.tell_stderr(&format!("berth: {} trapped (exit status {}):\n{msg}\n", c.id, exit.status()));
                     }
-                    tracing::info!(container_id = %c.id, exit = ?exit, memory_bytes = usage.memory_bytes, cpu_ns = c.meter.cpu_ns(), "container exited");
+                    tracing::info!(container_id = %c.id, pod_id = %c.pod, exit = ?exit, memory_bytes = usage.memory_bytes, cpu_ns = c.meter.cpu_ns(), "container exited");
                     exit.status()
                 }
                 Ok(Err(e)) => {
                     c.tell_stderr(&format!("berth: {}: {e}\n", c.id));
-                    tracing::warn!(container_id = %c.id, error = %e, "container failed to run");
+                    tracing::warn!(container_id = %c.id, pod_id = %c.pod, error = %e, "container failed to run");
                     125
                 }
                 Err(_) => {
-                    tracing::error!(container_id = %c.id, "the guest's host code panicked; the other containers are unaffected");
+                    tracing::error!(container_id = %c.id, pod_id = %c.pod, "the guest's host code panicked; the other containers are unaffected");
                     c.tell_stderr(&format!("berth: {}: internal error while running the guest\n", c.id));
                     134
                 }

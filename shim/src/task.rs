@@ -144,7 +144,7 @@ impl Task for TaskService {
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
         let c = self.get(&req.id, &req.exec_id)?;
-        tracing::info!(container_id = %req.id, signal = req.signal, "kill");
+        tracing::info!(container_id = %req.id, pod_id = %c.pod, signal = req.signal, "kill");
         if let Some(e) = c.kill(req.signal) {
             self.publish("/tasks/exit", Box::new(TaskService::exit_event(&c, e))).await;
         }
@@ -166,7 +166,7 @@ impl Task for TaskService {
         let e = c.exited().or_else(|| c.kill(libc::SIGKILL as u32)).unwrap_or(Exited { status: 0, at: std::time::SystemTime::now() });
         self.0.containers.lock().unwrap().remove(&req.id);
         c.release();
-        tracing::info!(container_id = %req.id, exit_status = e.status, "container deleted");
+        tracing::info!(container_id = %req.id, pod_id = %c.pod, exit_status = e.status, "container deleted");
         let ev = TaskDelete { container_id: req.id.clone(), id: req.id.clone(), pid: pid(), exit_status: e.status, exited_at: Some(timestamp(e.at)).into(), ..Default::default() };
         self.publish("/tasks/delete", Box::new(ev)).await;
         Ok(api::DeleteResponse { pid: pid(), exit_status: e.status, exited_at: Some(timestamp(e.at)).into(), ..Default::default() })

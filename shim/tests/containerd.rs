@@ -112,6 +112,29 @@ fn runs_hello_with_output_args_env_and_exit_codes() {
 }
 
 #[test]
+fn stdin_reaches_the_guest_and_its_eof_too() {
+    let env = Env::new(&[(guests::FILE_TOOL_P1, "example.com/tool:1")]);
+    let mut child = Command::new("ctr")
+        .arg("--address")
+        .arg(env.c.socket())
+        .args(["--namespace", "berth-test", "run", "--rm", "--runtime", RUNTIME, "example.com/tool:1", "cat1", "/file-tool.wasm", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"line one\nline two\n").unwrap();
+    } // closed: the guest must see EOF and exit
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "line one\nline two\n", "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("read 18 bytes from stdin"), "{}", text(&o));
+}
+
+#[test]
 fn kill_ends_guests_with_128_plus_signal_and_traps_are_134() {
     let env = Env::new(&[(berth_tests::guests::WAT_LOOP, "example.com/loop:1"), (guests::WAT_SLEEP, "example.com/sleep:1"), (guests::WAT_TRAP, "example.com/trap:1")]);
     for (image, signal, want) in [("example.com/loop:1", "SIGTERM", 143), ("example.com/sleep:1", "SIGKILL", 137), ("example.com/sleep:1", "SIGINT", 130)] {

@@ -1,6 +1,7 @@
 //! A tiny file tool: `read P`, `write P TEXT`, `append P TEXT`, `ls P`,
-//! `mkdir P`, `rm P`. Errors go to stderr with exit code 1.
-use std::io::Write;
+//! `mkdir P`, `rm P`, and `cat` (stdin to stdout, then a byte count on
+//! stderr). Errors go to stderr with exit code 1.
+use std::io::{Read, Write};
 
 fn run(args: &[String]) -> std::io::Result<()> {
     match args {
@@ -21,6 +22,12 @@ fn run(args: &[String]) -> std::io::Result<()> {
             for n in names {
                 println!("{n}");
             }
+        }
+        [cmd] if cmd == "cat" => {
+            let mut input = Vec::new();
+            std::io::stdin().read_to_end(&mut input)?;
+            std::io::stdout().write_all(&input)?;
+            eprintln!("file-tool: read {} bytes from stdin", input.len());
         }
         [cmd, p] if cmd == "mkdir" => std::fs::create_dir_all(p)?,
         [cmd, p] if cmd == "rm" => std::fs::remove_file(p)?,
