@@ -4,6 +4,7 @@ mod image;
 mod install;
 mod logging;
 mod run;
+mod serve;
 mod size;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run a wasm module or component, an imported image, or an OCI bundle.
     Run(run::RunArgs),
+    /// Serve a wasi:http component over HTTP, a fresh instance per request.
+    Serve(serve::ServeArgs),
     /// Build, import, list and remove OCI images.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -50,6 +53,7 @@ pub fn main() -> i32 {
         Command::Run(args) => run::run(args),
         Command::Compile(args) => compile::compile(args),
         Command::Image(cmd) => image::image(cmd),
+        Command::Serve(args) => serve::serve(args),
         Command::Install(cmd) => install::install(cmd),
     };
     match result {

@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod engine;
+pub mod http;
 pub mod inspect;
 pub mod interrupt;
 pub mod invoke;

@@ -80,6 +80,10 @@ impl Prepared {
     pub fn kind(&self) -> load::Kind {
         self.loaded.kind()
     }
+
+    pub(super) fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
 }
 
 struct P1State {
@@ -94,7 +98,7 @@ struct P2State {
 }
 
 /// Store data of a guest: gives the store its limiter.
-trait GuestState: Send + 'static {
+pub(super) trait GuestState: Send + 'static {
     fn limiter(&mut self) -> &mut GuestLimiter;
 }
 
@@ -197,7 +201,7 @@ impl Runtime {
     }
 
     /// A store for one guest, with its memory limiter and epoch guard.
-    fn store<T: GuestState>(&self, state: T, plan: &RunPlan, interrupt: &Interrupt, deadline: Option<Instant>) -> Store<T> {
+    pub(super) fn store<T: GuestState>(&self, state: T, plan: &RunPlan, interrupt: &Interrupt, deadline: Option<Instant>) -> Store<T> {
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| s.limiter());
         guard_store(&mut store, plan, interrupt, deadline);

@@ -1,0 +1,56 @@
+//! A `wasi:http/incoming-handler` component: answers every request with
+//! `hello from berth: METHOD PATH` and echoes a request body, if any.
+//! `/trap` panics, `/loop` spins forever, `/slow` takes a second.
+//! Built for wasm32-wasip2 (the wasm32-wasip1 build is unused).
+use std::io::{Read as _, Write as _};
+use wasi::http::types::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
+
+struct Hello;
+
+impl wasi::exports::http::incoming_handler::Guest for Hello {
+    fn handle(req: IncomingRequest, out: ResponseOutparam) {
+        let method = match req.method() {
+            Method::Get => "GET".to_string(),
+            Method::Post => "POST".to_string(),
+            Method::Put => "PUT".to_string(),
+            Method::Delete => "DELETE".to_string(),
+            other => format!("{other:?}"),
+        };
+        let path = req.path_with_query().unwrap_or_default();
+        let mut body = Vec::new();
+        if let Ok(incoming) = req.consume() {
+            if let Ok(mut stream) = incoming.stream() {
+                let _ = stream.read_to_end(&mut body);
+            }
+        }
+        if path.starts_with("/trap") {
+            panic!("the handler was asked to trap");
+        }
+        if path.starts_with("/slow") {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        if path.starts_with("/loop") {
+            #[allow(clippy::empty_loop)]
+            loop {}
+        }
+        let headers = Fields::new();
+        let _ = headers.set("content-type", &[b"text/plain".to_vec()]);
+        let resp = OutgoingResponse::new(headers);
+        let _ = resp.set_status_code(200);
+        let outgoing = resp.body().expect("response body");
+        ResponseOutparam::set(out, Ok(resp));
+        {
+            let mut w = outgoing.write().expect("body stream");
+            let _ = write!(w, "hello from berth: {method} {path}\n");
+            if !body.is_empty() {
+                let _ = w.write_all(&body);
+            }
+            let _ = w.flush();
+        }
+        let _ = OutgoingBody::finish(outgoing, None);
+    }
+}
+
+wasi::http::proxy::export!(Hello);
+
+fn main() {}

@@ -1,0 +1,145 @@
+//! Serving `wasi:http/incoming-handler` components: the component is
+//! pre-instantiated once (`ProxyPre`); every request gets a fresh store and
+//! instance from the pool, with its own memory cap and deadline, so a trap
+//! or a timeout answers that request (500 / 504) and touches no other.
+//! Outbound HTTP from handlers is denied (no allow-list yet).
+use super::interrupt::Interrupt;
+use super::limits::GuestLimiter;
+use super::load::Loaded;
+use super::run::{GuestState, Prepared, RunError, Runtime};
+use crate::plan::RunPlan;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+pub(super) struct HttpState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    hooks: DenyOutbound,
+    limiter: GuestLimiter,
+}
+
+impl WasiView for HttpState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HttpState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+impl GuestState for HttpState {
+    fn limiter(&mut self) -> &mut GuestLimiter {
+        &mut self.limiter
+    }
+}
+
+/// Outbound requests from handlers: denied, deny-by-default.
+struct DenyOutbound;
+
+type SendResult = Result<(http::Response<WasiBody>, Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>), wasmtime_wasi_http::Error>;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<dyn std::future::Future<Output = SendResult> + Send> {
+        tracing::info!(uri = %request.uri(), "outbound HTTP request denied: no outbound origin is allowed");
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// A component ready to answer requests.
+pub struct HttpService {
+    runtime: Arc<Runtime>,
+    pre: ProxyPre<HttpState>,
+    plan: RunPlan,
+    next_id: AtomicU64,
+}
+
+fn text(status: u16, msg: String) -> hyper::Response<HyperOutgoingBody> {
+    let body = http_body_util::Full::new(Bytes::from(msg)).map_err(|never| match never {}).boxed_unsync();
+    let mut r = hyper::Response::new(body);
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    r
+}
+
+impl HttpService {
+    /// Pre-instantiates `prepared`, which must be a component exporting
+    /// `wasi:http/incoming-handler`.
+    pub fn new(runtime: Arc<Runtime>, prepared: &Prepared, plan: &RunPlan) -> Result<Self, RunError> {
+        let name = plan.entrypoint.source.to_string();
+        let fail = |reason: String| RunError::Instantiate { name: name.clone(), reason };
+        let Loaded::Component(component) = prepared.loaded() else {
+            return Err(fail("a core module cannot serve HTTP; build a component that exports wasi:http/incoming-handler (wasm32-wasip2)".into()));
+        };
+        let mut linker = wasmtime::component::Linker::new(&runtime.engine().engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| fail(format!("{e:#}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| fail(format!("{e:#}")))?;
+        let pre = linker.instantiate_pre(component).map_err(|e| fail(format!("{e:#}")))?;
+        let pre = ProxyPre::new(pre).map_err(|e| fail(format!("it does not export wasi:http/incoming-handler ({e:#})")))?;
+        Ok(HttpService { runtime, pre, plan: plan.clone(), next_id: AtomicU64::new(1) })
+    }
+
+    /// Answers one request with a fresh instance.
+    pub async fn handle(&self, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<HyperOutgoingBody> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let resp = match self.call(id, req).await {
+            Ok(r) => r,
+            Err((status, msg)) => text(status, format!("{msg}\n")),
+        };
+        tracing::info!(request_id = id, method = %method, path = %path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+        resp
+    }
+
+    async fn call(&self, id: u64, req: hyper::Request<hyper::body::Incoming>) -> Result<hyper::Response<HyperOutgoingBody>, (u16, String)> {
+        let internal = |e: wasmtime::Error| (500, format!("request {id}: {e:#}"));
+        let mut wasi = super::wasi::builder(&self.plan).map_err(|e| (500, e.to_string()))?;
+        wasi.env("BERTH_REQUEST_ID", id.to_string());
+        let state = HttpState { ctx: wasi.build(), table: ResourceTable::new(), http: WasiHttpCtx::new(), hooks: DenyOutbound, limiter: GuestLimiter::new(self.plan.limits.memory_bytes) };
+        let timeout = self.plan.limits.timeout.unwrap_or(Duration::from_secs(30));
+        let interrupt = Interrupt::new();
+        let mut store = self.runtime.store(state, &self.plan, &interrupt, Some(Instant::now() + timeout));
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(internal)?;
+        let out = store.data_mut().http().new_response_outparam(sender).map_err(internal)?;
+        let pre = self.pre.clone();
+        let task = tokio::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+        });
+        let deadline = tokio::time::sleep(timeout);
+        tokio::select! {
+            r = receiver => match r {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(code)) => Err((500, format!("request {id}: the handler answered with an error: {code:?}"))),
+                Err(_) => match task.await {
+                    Ok(Ok(())) => Err((500, format!("request {id}: the handler returned without a response"))),
+                    Ok(Err(e)) if interrupt.reason().is_some() => Err((504, format!("request {id}: the handler ran past the {} limit: {}", humantime::format_duration(timeout), e.root_cause()))),
+                    Ok(Err(e)) => Err((500, format!("request {id}: the handler trapped: {}", e.root_cause()))),
+                    Err(e) => Err((500, format!("request {id}: the handler task failed: {e}"))),
+                },
+            },
+            () = deadline => {
+                interrupt.trigger(super::interrupt::Reason::Timeout);
+                Err((504, format!("request {id}: no response within {}", humantime::format_duration(timeout))))
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! `berth serve` end to end on loopback: responses, per-request isolation
+//! of traps and timeouts, many keep-alive clients, and draining on SIGTERM.
+mod common;
+use common::{guests, Berth};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(b: &Berth, extra: &[&str]) -> Server {
+        let mut child = b
+            .cmd()
+            .args(["serve", guests::HTTP_HELLO_P2, "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let port = loop {
+            let line = lines.next().expect("berth serve exited before listening").unwrap();
+            if let Some(rest) = line.strip_prefix("berth: serving on http://127.0.0.1:") {
+                break rest.trim_end_matches('/').parse().unwrap();
+            }
+        };
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, port }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `curl` (status and body) of one request.
+fn curl(args: &[&str]) -> (String, String) {
+    let o = Command::new("curl").args(["-s", "-m", "20", "-w", "\n%{http_code}"]).args(args).output().expect("curl");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", ""));
+    (code.to_string(), body.to_string())
+}
+
+#[test]
+fn serves_requests_and_isolates_traps_and_timeouts() {
+    let b = Berth::new();
+    let s = Server::start(&b, &["--request-timeout", "2s"]);
+    let (code, body) = curl(&[&s.url("/hello?x=1")]);
+    assert_eq!((code.as_str(), body.as_str()), ("200", "hello from berth: GET /hello?x=1\n"));
+    let (code, body) = curl(&["-d", "payload", &s.url("/echo")]);
+    assert_eq!(code, "200");
+    assert_eq!(body, "hello from berth: POST /echo\npayload");
+    let (code, body) = curl(&[&s.url("/trap")]);
+    assert_eq!(code, "500", "{body}");
+    assert!(body.contains("trapped"), "{body}");
+    let (code, body) = curl(&[&s.url("/loop")]);
+    assert_eq!(code, "504", "{body}");
+    // Neither touched the next request.
+    assert_eq!(curl(&[&s.url("/after")]).0, "200");
+}
+
+#[test]
+fn a_thousand_keep_alive_requests_are_answered() {
+    let b = Berth::new();
+    let s = Server::start(&b, &[]);
+    let urls: Vec<String> = (0..20).map(|i| s.url(&format!("/r{i}"))).collect();
+    let clients: Vec<_> = (0..50)
+        .map(|_| Command::new("curl").args(["-s", "-m", "60"]).args(&urls).stdout(Stdio::piped()).spawn().expect("curl"))
+        .collect();
+    let mut answered = 0;
+    for c in clients {
+        let o = c.wait_with_output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        for i in 0..20 {
+            assert!(out.contains(&format!("hello from berth: GET /r{i}\n")), "missing /r{i} in {out}");
+        }
+        answered += out.matches("hello from berth: GET /r").count();
+    }
+    assert_eq!(answered, 1000);
+}
+
+#[test]
+fn sigterm_lets_a_slow_request_finish_then_exits_0() {
+    let b = Berth::new();
+    let mut s = Server::start(&b, &[]);
+    let url = s.url("/slow");
+    let req = std::thread::spawn(move || curl(&[&url]));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: signal to the berth process this test started.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    let (code, body) = req.join().unwrap();
+    assert_eq!((code.as_str(), body.as_str()), ("200", "hello from berth: GET /slow\n"));
+    let status = s.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    // No longer accepting.
+    assert_eq!(curl(&[&s.url("/late")]).0, "000");
+}
+
+#[test]
+fn a_module_or_a_non_http_component_is_refused_clearly() {
+    let b = Berth::new();
+    b.run(&["serve", guests::HELLO_P1, "--addr", "127.0.0.1:0"]).expect_berth_error(&["core module cannot serve HTTP", "wasi:http/incoming-handler"]);
+    b.run(&["serve", guests::HELLO_P2, "--addr", "127.0.0.1:0"]).expect_berth_error(&["wasi:http/incoming-handler"]);
+}
