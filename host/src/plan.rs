@@ -23,6 +23,8 @@ pub struct RunPlan {
     pub preopens: Vec<Preopen>,
     /// Sockets the guest may open.
     pub net: NetPolicy,
+    /// Origins a wasi:http guest may send requests to (none: all denied).
+    pub http_outbound: Vec<crate::caps::http::HttpOrigin>,
     /// Resource limits.
     pub limits: Limits,
     /// Identity whose file access the guest must not exceed.

@@ -113,3 +113,49 @@ fn a_module_or_a_non_http_component_is_refused_clearly() {
     b.run(&["serve", guests::HELLO_P1, "--addr", "127.0.0.1:0"]).expect_berth_error(&["core module cannot serve HTTP", "wasi:http/incoming-handler"]);
     b.run(&["serve", guests::HELLO_P2, "--addr", "127.0.0.1:0"]).expect_berth_error(&["wasi:http/incoming-handler"]);
 }
+
+/// A loopback HTTP server answering `pong`, counting connections.
+fn upstream() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut s = s;
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\npong");
+        }
+    });
+    (port, hits)
+}
+
+#[test]
+fn outbound_http_goes_only_to_allowed_origins() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let b = Berth::new();
+    let (allowed_port, allowed_hits) = upstream();
+    let (denied_port, denied_hits) = upstream();
+    let s = Server::start(&b, &["--http-outbound", &format!("http://127.0.0.1:{allowed_port}")]);
+    let (code, body) = curl(&[&s.url(&format!("/fetch?to=127.0.0.1:{allowed_port}/ping"))]);
+    assert_eq!(code, "200");
+    assert_eq!(body, "fetched 200: pong\n");
+    assert_eq!(allowed_hits.load(SeqCst), 1);
+    let (_, body) = curl(&[&s.url(&format!("/fetch?to=127.0.0.1:{denied_port}/ping"))]);
+    assert!(body.starts_with("fetch-error:") && body.contains("HttpRequestDenied"), "{body}");
+    // The inbound Host header names the allowed origin: it must not widen
+    // what the handler may reach (the CVE-2024-32980 class).
+    let host = format!("Host: 127.0.0.1:{allowed_port}");
+    let (_, body) = curl(&["-H", &host, &s.url(&format!("/fetch?to=127.0.0.1:{denied_port}/ping"))]);
+    assert!(body.starts_with("fetch-error:") && body.contains("HttpRequestDenied"), "{body}");
+    assert_eq!(denied_hits.load(SeqCst), 0, "a denied origin was contacted");
+    // Without any --http-outbound, nothing is reachable.
+    let s2 = Server::start(&b, &[]);
+    let (_, body) = curl(&[&s2.url(&format!("/fetch?to=127.0.0.1:{allowed_port}/ping"))]);
+    assert!(body.starts_with("fetch-error:") && body.contains("HttpRequestDenied"), "{body}");
+    assert_eq!(allowed_hits.load(SeqCst), 1);
+    b.run(&["serve", guests::HTTP_HELLO_P2, "--http-outbound", "api.example.com"]).expect_berth_error(&["--http-outbound", "api.example.com", "http[s]://HOST"]);
+}

@@ -1,6 +1,7 @@
 //! A `wasi:http/incoming-handler` component: answers every request with
 //! `hello from berth: METHOD PATH` and echoes a request body, if any.
-//! `/trap` panics, `/loop` spins forever, `/slow` takes a second.
+//! `/trap` panics, `/loop` spins forever, `/slow` takes a second,
+//! `/fetch?to=HOST:PORT/PATH` sends a GET there and reports the outcome.
 //! Built for wasm32-wasip2 (the wasm32-wasip1 build is unused).
 use std::io::{Read as _, Write as _};
 use wasi::http::types::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
@@ -33,6 +34,7 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
             #[allow(clippy::empty_loop)]
             loop {}
         }
+        let fetched = path.strip_prefix("/fetch?to=").map(fetch);
         let headers = Fields::new();
         let _ = headers.set("content-type", &[b"text/plain".to_vec()]);
         let resp = OutgoingResponse::new(headers);
@@ -41,7 +43,14 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
         ResponseOutparam::set(out, Ok(resp));
         {
             let mut w = outgoing.write().expect("body stream");
-            let _ = write!(w, "hello from berth: {method} {path}\n");
+            match &fetched {
+                Some(report) => {
+                    let _ = write!(w, "{report}\n");
+                }
+                None => {
+                    let _ = write!(w, "hello from berth: {method} {path}\n");
+                }
+            }
             if !body.is_empty() {
                 let _ = w.write_all(&body);
             }
@@ -49,6 +58,38 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
         }
         let _ = OutgoingBody::finish(outgoing, None);
     }
+}
+
+/// GET http://TARGET and describe the result: `fetched STATUS: BODY` or
+/// `fetch-error: ERROR`.
+fn fetch(target: &str) -> String {
+    use wasi::http::outgoing_handler;
+    use wasi::http::types::{OutgoingRequest, Scheme};
+    let (authority, path) = match target.split_once('/') {
+        Some((a, p)) => (a.to_string(), format!("/{p}")),
+        None => (target.to_string(), "/".to_string()),
+    };
+    let req = OutgoingRequest::new(Fields::new());
+    let _ = req.set_scheme(Some(&Scheme::Http));
+    let _ = req.set_authority(Some(&authority));
+    let _ = req.set_path_with_query(Some(&path));
+    let fut = match outgoing_handler::handle(req, None) {
+        Ok(f) => f,
+        Err(e) => return format!("fetch-error: {e:?}"),
+    };
+    fut.subscribe().block();
+    let resp = match fut.get() {
+        Some(Ok(Ok(r))) => r,
+        Some(Ok(Err(e))) => return format!("fetch-error: {e:?}"),
+        other => return format!("fetch-error: {other:?}"),
+    };
+    let mut body = Vec::new();
+    if let Ok(b) = resp.consume() {
+        if let Ok(mut s) = b.stream() {
+            let _ = s.read_to_end(&mut body);
+        }
+    }
+    format!("fetched {}: {}", resp.status(), String::from_utf8_lossy(&body))
 }
 
 wasi::http::proxy::export!(Hello);

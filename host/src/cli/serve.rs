@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// Memory cap (linear memory + tables) of one request's instance.
     #[arg(long, value_name = "SIZE")]
     memory: Option<String>,
+    /// Allow outbound HTTP to an origin: http[s]://HOST[:PORT], HOST may be *.domain. Comma-separated or repeated; none allowed by default.
+    #[arg(long, value_name = "ORIGIN")]
+    http_outbound: Vec<String>,
     /// How long SIGTERM waits for in-flight requests.
     #[arg(long, default_value = "30s")]
     grace: String,
@@ -45,6 +48,9 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
         ..Default::default()
     };
     plan.limits.timeout = Some(timeout);
+    for o in &args.http_outbound {
+        berth_host::caps::http::HttpOrigin::parse_list(o, &mut plan.http_outbound).context("--http-outbound")?;
+    }
     if let Some(m) = &args.memory {
         plan.limits.memory_bytes = Some(parse_size(m).context("--memory")?);
     }

@@ -104,6 +104,10 @@ pub fn plan_from_spec(bundle: &Path, spec: &Spec) -> Result<RunPlan, BundleError
     let ann_err = |source| BundleError::Annotation { path: path.clone(), source };
     let net = annotations::net_policy(ann).map_err(ann_err)?;
     let timeout = annotations::timeout(ann).map_err(ann_err)?;
+    let mut http_outbound = Vec::new();
+    if let Some(list) = ann.get("berth.dev/http-outbound") {
+        crate::caps::http::HttpOrigin::parse_list(list, &mut http_outbound).map_err(|e| invalid(format!("annotation berth.dev/http-outbound: {e}")))?;
+    }
 
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
     let memory_bytes = resources
@@ -133,6 +137,7 @@ pub fn plan_from_spec(bundle: &Path, spec: &Spec) -> Result<RunPlan, BundleError
         }),
         allow_precompiled: false,
         stdio: Default::default(),
+        http_outbound,
     })
 }
 

@@ -2,7 +2,7 @@
 //! pre-instantiated once (`ProxyPre`); every request gets a fresh store and
 //! instance from the pool, with its own memory cap and deadline, so a trap
 //! or a timeout answers that request (500 / 504) and touches no other.
-//! Outbound HTTP from handlers is denied (no allow-list yet).
+//! Outbound HTTP from handlers goes only to the plan's allowed origins.
 use super::interrupt::Interrupt;
 use super::limits::GuestLimiter;
 use super::load::Loaded;
@@ -24,7 +24,7 @@ pub(super) struct HttpState {
     ctx: WasiCtx,
     table: ResourceTable,
     http: WasiHttpCtx,
-    hooks: DenyOutbound,
+    hooks: Outbound,
     limiter: GuestLimiter,
 }
 
@@ -46,20 +46,31 @@ impl GuestState for HttpState {
     }
 }
 
-/// Outbound requests from handlers: denied, deny-by-default.
-struct DenyOutbound;
+/// Outbound requests from handlers: sent only to allowed origins, judged
+/// by the URI the guest sends to (never by anything the inbound request
+/// carries, such as its `Host` header).
+struct Outbound {
+    allowed: Arc<Vec<crate::caps::http::HttpOrigin>>,
+}
 
 type SendResult = Result<(http::Response<WasiBody>, Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>), wasmtime_wasi_http::Error>;
 
-impl WasiHttpHooks for DenyOutbound {
+impl WasiHttpHooks for Outbound {
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<dyn std::future::Future<Output = SendResult> + Send> {
-        tracing::info!(uri = %request.uri(), "outbound HTTP request denied: no outbound origin is allowed");
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        if !crate::caps::http::allows(&self.allowed, request.uri()) {
+            tracing::info!(uri = %request.uri(), "outbound HTTP request denied: no --http-outbound origin allows it");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        tracing::debug!(uri = %request.uri(), "outbound HTTP request");
+        Box::new(async move {
+            let (resp, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((resp.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>))
+        })
     }
 }
 
@@ -68,6 +79,7 @@ pub struct HttpService {
     runtime: Arc<Runtime>,
     pre: ProxyPre<HttpState>,
     plan: RunPlan,
+    outbound: Arc<Vec<crate::caps::http::HttpOrigin>>,
     next_id: AtomicU64,
 }
 
@@ -92,7 +104,7 @@ impl HttpService {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| fail(format!("{e:#}")))?;
         let pre = linker.instantiate_pre(component).map_err(|e| fail(format!("{e:#}")))?;
         let pre = ProxyPre::new(pre).map_err(|e| fail(format!("it does not export wasi:http/incoming-handler ({e:#})")))?;
-        Ok(HttpService { runtime, pre, plan: plan.clone(), next_id: AtomicU64::new(1) })
+        Ok(HttpService { runtime, pre, plan: plan.clone(), outbound: Arc::new(plan.http_outbound.clone()), next_id: AtomicU64::new(1) })
     }
 
     /// Answers one request with a fresh instance.
@@ -112,7 +124,7 @@ impl HttpService {
         let internal = |e: wasmtime::Error| (500, format!("request {id}: {e:#}"));
         let mut wasi = super::wasi::builder(&self.plan).map_err(|e| (500, e.to_string()))?;
         wasi.env("BERTH_REQUEST_ID", id.to_string());
-        let state = HttpState { ctx: wasi.build(), table: ResourceTable::new(), http: WasiHttpCtx::new(), hooks: DenyOutbound, limiter: GuestLimiter::new(self.plan.limits.memory_bytes) };
+        let state = HttpState { ctx: wasi.build(), table: ResourceTable::new(), http: WasiHttpCtx::new(), hooks: Outbound { allowed: self.outbound.clone() }, limiter: GuestLimiter::new(self.plan.limits.memory_bytes) };
         let timeout = self.plan.limits.timeout.unwrap_or(Duration::from_secs(30));
         let interrupt = Interrupt::new();
         let mut store = self.runtime.store(state, &self.plan, &interrupt, Some(Instant::now() + timeout));
