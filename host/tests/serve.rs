@@ -159,3 +159,18 @@ fn outbound_http_goes_only_to_allowed_origins() {
     assert_eq!(allowed_hits.load(SeqCst), 1);
     b.run(&["serve", guests::HTTP_HELLO_P2, "--http-outbound", "api.example.com"]).expect_berth_error(&["--http-outbound", "api.example.com", "http[s]://HOST"]);
 }
+
+#[test]
+fn backpressure_answers_503_with_retry_after_and_413_for_big_bodies() {
+    let b = Berth::new();
+    let s = Server::start(&b, &["--max-concurrency", "1", "--max-queue", "0", "--max-body-size", "10"]);
+    let slow = s.url("/slow");
+    let busy = std::thread::spawn(move || curl(&[&slow]));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let o = Command::new("curl").args(["-s", "-i", "-m", "20", &s.url("/second")]).output().unwrap();
+    let head = String::from_utf8_lossy(&o.stdout).to_lowercase();
+    assert!(head.starts_with("http/1.1 503") && head.contains("retry-after: 1"), "{head}");
+    assert_eq!(busy.join().unwrap().0, "200", "the request holding the slot finishes normally");
+    assert_eq!(curl(&["-d", "0123456789abcdef", &s.url("/big")]).0, "413");
+    assert_eq!(curl(&["-d", "small", &s.url("/ok")]).0, "200");
+}

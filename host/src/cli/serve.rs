@@ -24,6 +24,12 @@ pub struct ServeArgs {
     /// Requests handled at once; more wait for a slot.
     #[arg(long, default_value_t = 256)]
     max_concurrency: usize,
+    /// Requests that may wait for a slot; past that the answer is 503 with Retry-After.
+    #[arg(long, default_value_t = 1024)]
+    max_queue: usize,
+    /// Largest request body (by Content-Length) accepted; larger gets 413.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB")]
+    max_body_size: String,
     /// Wall-clock limit of one request (504 past it).
     #[arg(long, default_value = "30s")]
     request_timeout: String,
@@ -41,6 +47,7 @@ pub struct ServeArgs {
 pub fn serve(args: ServeArgs) -> Result<i32> {
     let timeout = annotations::parse_duration(&args.request_timeout).with_context(|| format!("--request-timeout {:?}", args.request_timeout))?;
     let grace = annotations::parse_duration(&args.grace).with_context(|| format!("--grace {:?}", args.grace))?;
+    let limits = Limits { slots: args.max_concurrency.max(1), queue: args.max_queue, max_body: parse_size(&args.max_body_size).context("--max-body-size")? };
     let mut plan = RunPlan {
         name: args.component.display().to_string(),
         entrypoint: Entrypoint { source: ModuleSource::File(args.component.clone()), export: None },
@@ -60,16 +67,73 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
     let prepared = runtime.prepare(&plan)?;
     let service = Arc::new(HttpService::new(runtime, &prepared, &plan)?);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    rt.block_on(run(service, args.addr, args.max_concurrency.max(1), grace))
+    rt.block_on(run(service, args.addr, limits, grace))
 }
 
-async fn run(service: Arc<HttpService>, addr: SocketAddr, max: usize, grace: Duration) -> Result<i32> {
+/// Backpressure: concurrent slots, a bounded wait queue, a body cap.
+#[derive(Clone, Copy)]
+struct Limits {
+    slots: usize,
+    queue: usize,
+    max_body: u64,
+}
+
+struct Gate {
+    slots: tokio::sync::Semaphore,
+    waiting: std::sync::atomic::AtomicUsize,
+    limits: Limits,
+}
+
+type Resp = hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>;
+
+fn refuse(status: u16, msg: &str, retry_after: bool) -> Resp {
+    use http_body_util::BodyExt;
+    let body = http_body_util::Full::new(bytes::Bytes::from(format!("{msg}\n"))).map_err(|never| match never {}).boxed_unsync();
+    let mut r = hyper::Response::new(body);
+    *r.status_mut() = hyper::StatusCode::from_u16(status).expect("valid status");
+    if retry_after {
+        r.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+    }
+    r
+}
+
+impl Gate {
+    async fn handle(&self, service: &HttpService, req: hyper::Request<hyper::body::Incoming>) -> Resp {
+        use std::sync::atomic::Ordering::SeqCst;
+        let declared = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.limits.max_body) {
+            tracing::info!(method = %req.method(), path = %req.uri().path(), status = 413, "request refused: body over --max-body-size");
+            return refuse(413, "request body too large", false);
+        }
+        let permit = match self.slots.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                if self.waiting.fetch_add(1, SeqCst) >= self.limits.queue {
+                    self.waiting.fetch_sub(1, SeqCst);
+                    tracing::info!(method = %req.method(), path = %req.uri().path(), status = 503, "request refused: all slots busy and the queue is full");
+                    return refuse(503, "busy; retry shortly", true);
+                }
+                let p = self.slots.acquire().await;
+                self.waiting.fetch_sub(1, SeqCst);
+                match p {
+                    Ok(p) => p,
+                    Err(_) => return refuse(503, "shutting down", true),
+                }
+            }
+        };
+        let resp = service.handle(req).await;
+        drop(permit);
+        resp
+    }
+}
+
+async fn run(service: Arc<HttpService>, addr: SocketAddr, limits: Limits, grace: Duration) -> Result<i32> {
     use tokio::signal::unix::{signal, SignalKind};
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
     let local = listener.local_addr()?;
     eprintln!("berth: serving on http://{local}/");
     tracing::info!(address = %local, "serving");
-    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    let gate = Arc::new(Gate { slots: tokio::sync::Semaphore::new(limits.slots), waiting: Default::default(), limits });
     let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut conns = tokio::task::JoinSet::new();
@@ -85,14 +149,11 @@ async fn run(service: Arc<HttpService>, addr: SocketAddr, max: usize, grace: Dur
             _ = term.recv() => break,
             _ = int.recv() => break,
         };
-        let (service, slots, mut stop) = (service.clone(), slots.clone(), stop_rx.clone());
+        let (service, gate, mut stop) = (service.clone(), gate.clone(), stop_rx.clone());
         conns.spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let (service, slots) = (service.clone(), slots.clone());
-                async move {
-                    let _slot = slots.acquire_owned().await;
-                    Ok::<_, std::convert::Infallible>(service.handle(req).await)
-                }
+                let (service, gate) = (service.clone(), gate.clone());
+                async move { Ok::<_, std::convert::Infallible>(gate.handle(&service, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
