@@ -68,6 +68,9 @@ fn serves_requests_and_isolates_traps_and_timeouts() {
     assert_eq!(code, "504", "{body}");
     // Neither touched the next request.
     assert_eq!(curl(&[&s.url("/after")]).0, "200");
+    // HTTP/2 cleartext with prior knowledge is served too.
+    let o = Command::new("curl").args(["-s", "--http2-prior-knowledge", "-w", "\n%{http_version}", &s.url("/h2")]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from berth: GET /h2\n\n2");
 }
 
 #[test]

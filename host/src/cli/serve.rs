@@ -1,5 +1,6 @@
 //! `berth serve`: serve a `wasi:http/incoming-handler` component over
-//! HTTP/1.1 (keep-alive), a fresh instance per request. SIGTERM/SIGINT stop
+//! HTTP/1.1 (keep-alive) and HTTP/2 cleartext (prior knowledge), a fresh
+//! instance per request. SIGTERM/SIGINT stop
 //! accepting, let in-flight requests finish (up to `--grace`), then exit 0.
 use super::size::parse_size;
 use anyhow::{Context, Result};
@@ -155,7 +156,8 @@ async fn run(service: Arc<HttpService>, addr: SocketAddr, limits: Limits, grace:
                 let (service, gate) = (service.clone(), gate.clone());
                 async move { Ok::<_, std::convert::Infallible>(gate.handle(&service, req).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc);
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => if let Err(e) = r { tracing::debug!(peer = %peer, error = %e, "connection ended") },
