@@ -150,6 +150,9 @@ async fn run(service: Arc<HttpService>, addr: SocketAddr, limits: Limits, grace:
             _ = term.recv() => break,
             _ = int.recv() => break,
         };
+        // Responses go out as headers then body chunks: without TCP_NODELAY,
+        // Nagle's algorithm holds each small write for the peer's delayed ACK.
+        let _ = stream.set_nodelay(true);
         let (service, gate, mut stop) = (service.clone(), gate.clone(), stop_rx.clone());
         conns.spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
