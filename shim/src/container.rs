@@ -125,8 +125,7 @@ impl Container {
             .await
             .expect("compile task")
             .map_err(|source| undo(CreateError::Load { id: id.clone(), source }))?;
-        // Read-write: opening a FIFO so never blocks on its reader.
-        let stderr = path(&req.stdio[2]).and_then(|p| std::fs::OpenOptions::new().read(true).write(true).open(p).ok());
+        let stderr = path(&req.stdio[2]).and_then(|p| berth_host::wasm::open_stdio(&p, true).ok());
         tracing::info!(container_id = %id, pod_id = %pod, module = %plan.entrypoint.source, cache_hit = prepared.info.cache_hit, "container created");
         Ok(Container {
             id,

@@ -124,16 +124,9 @@ impl Task for TaskService {
 
     async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
         let c = self.get(&req.id, &req.exec_id)?;
-        let svc = self.clone();
+        let (svc, exited) = (self.clone(), c.clone());
         let started = c.start(self.runtime()?, move |e| {
-            let svc2 = svc.clone();
-            let id = e;
-            tokio::spawn(async move {
-                let c = svc2.0.containers.lock().unwrap().values().find(|c| c.exited().is_some_and(|x| x.at == id.at && x.status == id.status)).cloned();
-                if let Some(c) = c {
-                    svc2.publish("/tasks/exit", Box::new(TaskService::exit_event(&c, id))).await;
-                }
-            });
+            tokio::spawn(async move { svc.publish("/tasks/exit", Box::new(TaskService::exit_event(&exited, e))).await });
         });
         if !started {
             return Err(status(Code::FAILED_PRECONDITION, format!("container {} was already started", req.id)));

@@ -88,10 +88,7 @@ struct Gate {
 type Resp = hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>;
 
 fn refuse(status: u16, msg: &str, retry_after: bool) -> Resp {
-    use http_body_util::BodyExt;
-    let body = http_body_util::Full::new(bytes::Bytes::from(format!("{msg}\n"))).map_err(|never| match never {}).boxed_unsync();
-    let mut r = hyper::Response::new(body);
-    *r.status_mut() = hyper::StatusCode::from_u16(status).expect("valid status");
+    let mut r = berth_host::wasm::http::text(status, format!("{msg}\n"));
     if retry_after {
         r.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
     }

@@ -83,7 +83,8 @@ pub struct HttpService {
     next_id: AtomicU64,
 }
 
-fn text(status: u16, msg: String) -> hyper::Response<HyperOutgoingBody> {
+/// A plain-text response (errors and refusals).
+pub fn text(status: u16, msg: String) -> hyper::Response<HyperOutgoingBody> {
     let body = http_body_util::Full::new(Bytes::from(msg)).map_err(|never| match never {}).boxed_unsync();
     let mut r = hyper::Response::new(body);
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);

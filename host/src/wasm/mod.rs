@@ -22,4 +22,5 @@ mod wasi;
 pub use engine::{EngineOptions, WasmEngine};
 pub use interrupt::{Interrupt, Reason};
 pub use limits::Meter;
+pub use wasi::open_stdio;
 pub use run::{Exit, Prepared, RunError, Runtime};

@@ -49,7 +49,7 @@ fn stdio(b: &mut WasiCtxBuilder, s: &Stdio) -> Result<(), RunError> {
 /// output FIFO is opened read-write (its reader may not be there yet), an
 /// input FIFO non-blocking and then switched to blocking reads (so the
 /// guest sees EOF when the writer closes); files are read or appended.
-pub(crate) fn open_stdio(path: &Path, write: bool) -> Result<std::fs::File, RunError> {
+pub fn open_stdio(path: &Path, write: bool) -> Result<std::fs::File, RunError> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let err = |e: std::io::Error| RunError::Stdio { path: path.display().to_string(), reason: e.to_string() };
     let fifo = std::fs::metadata(path).map(|m| m.file_type().is_fifo()).unwrap_or(false);
