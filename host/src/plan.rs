@@ -25,6 +25,12 @@ pub struct RunPlan {
     pub net: NetPolicy,
     /// Origins a wasi:http guest may send requests to (none: all denied).
     pub http_outbound: Vec<crate::caps::http::HttpOrigin>,
+    /// Where a `wasi:http/incoming-handler` guest is served (`None`: the
+    /// default, 0.0.0.0:8080).
+    pub http_listen: Option<std::net::SocketAddr>,
+    /// The network namespace (a path, e.g. a pod's `/var/run/netns/...`)
+    /// the guest's listening sockets live in; `None`: berth's own.
+    pub net_namespace: Option<PathBuf>,
     /// Resource limits.
     pub limits: Limits,
     /// Identity whose file access the guest must not exceed.

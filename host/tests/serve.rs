@@ -12,14 +12,14 @@ struct Server {
 
 impl Server {
     fn start(b: &Berth, extra: &[&str]) -> Server {
-        let mut child = b
-            .cmd()
-            .args(["serve", guests::HTTP_HELLO_P2, "--addr", "127.0.0.1:0"])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut cmd = b.cmd();
+        cmd.args(["serve", guests::HTTP_HELLO_P2, "--addr", "127.0.0.1:0"]).args(extra);
+        Server::spawn(cmd)
+    }
+
+    /// Runs `cmd` (a berth that serves) and waits until it listens.
+    fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let port = loop {
             let line = lines.next().expect("berth serve exited before listening").unwrap();
@@ -175,5 +175,27 @@ fn backpressure_answers_503_with_retry_after_and_413_for_big_bodies() {
     assert!(head.starts_with("http/1.1 503") && head.contains("retry-after: 1"), "{head}");
     assert_eq!(busy.join().unwrap().0, "200", "the request holding the slot finishes normally");
     assert_eq!(curl(&["-d", "0123456789abcdef", &s.url("/big")]).0, "413");
-    assert_eq!(curl(&["-d", "small", &s.url("/ok")]).0, "200");
+    // A chunked body declares no length: it is capped as it streams.
+    let big = s.url("/big-chunked");
+    assert_eq!(curl(&["-H", "Transfer-Encoding: chunked", "-d", "0123456789abcdef", &big]).0, "413");
+    assert_eq!(curl(&["-H", "Transfer-Encoding: chunked", "-d", "small", &s.url("/ok")]), ("200".into(), "hello from berth: POST /ok\nsmall".into()));
+}
+
+#[test]
+fn the_handler_sees_the_request_headers() {
+    let b = Berth::new();
+    let s = Server::start(&b, &[]);
+    let (code, body) = curl(&["-H", "X-Berth-Test: 42", &s.url("/headers")]);
+    assert_eq!(code, "200");
+    assert!(body.lines().any(|l| l == "x-berth-test: 42"), "{body}");
+}
+
+#[test]
+fn berth_run_serves_an_http_component_at_berth_http_addr() {
+    let b = Berth::new();
+    let mut cmd = b.cmd();
+    cmd.env("BERTH_HTTP_ADDR", "127.0.0.1:0").args(["run", guests::HTTP_HELLO_P2]);
+    let s = Server::spawn(cmd);
+    assert_eq!(curl(&[&s.url("/via-run")]), ("200".into(), "hello from berth: GET /via-run\n".into()));
+    b.run_env(&["run", guests::HTTP_HELLO_P2], &[("BERTH_HTTP_ADDR", "not-an-address")]).expect_berth_error(&["BERTH_HTTP_ADDR", "not-an-address", "IP:PORT"]);
 }

@@ -3,7 +3,9 @@
 //! runs it.
 use berth_host::oci::bundle;
 use berth_host::plan::{RunPlan, Stdio};
-use berth_host::wasm::{Exit, Interrupt, Meter, Prepared, Reason, Runtime};
+use berth_host::oci::annotations::DEFAULT_HTTP_ADDR;
+use berth_host::wasm::http::{self, HttpService};
+use berth_host::wasm::{server, Exit, Interrupt, Meter, Prepared, Reason, Runtime};
 use containerd_shim_protos::api::Mount;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use futures::FutureExt;
@@ -48,11 +50,27 @@ pub enum CreateError {
     },
     #[error("container {id}: process.user is {uid}:{gid}, but this shim runs wasm guests with its own (root) file access and cannot yet hold a guest to another user's; run the container as 0:0 (the guest still sees only its rootfs and mounts)")]
     User { id: String, uid: u32, gid: u32 },
+    #[error("container {id}: serving wasi:http on {addr}: {reason}; choose another address with the BERTH_HTTP_ADDR env or the berth.dev/http-listen annotation")]
+    Listen { id: String, addr: std::net::SocketAddr, reason: String },
     #[error("container {id}: {source}")]
     Load {
         id: String,
         #[source]
         source: berth_host::wasm::RunError,
+    },
+}
+
+/// What a started container does.
+enum Job {
+    /// Runs its command (`_start` / `wasi:cli/run`) to an exit.
+    Run,
+    /// Serves its `wasi:http/incoming-handler` until stopped: SIGTERM (any
+    /// signal but SIGKILL) drains requests in flight and exits 0; SIGKILL
+    /// ends it at once (137).
+    Serve {
+        service: Arc<HttpService>,
+        listener: Mutex<Option<std::net::TcpListener>>,
+        stop: watch::Sender<u32>,
     },
 }
 
@@ -62,6 +80,7 @@ pub struct Container {
     pub stdio: [String; 3],
     plan: RunPlan,
     prepared: Arc<Prepared>,
+    job: Job,
     interrupt: Interrupt,
     pub meter: Arc<Meter>,
     status: Mutex<Status>,
@@ -125,6 +144,15 @@ impl Container {
             .await
             .expect("compile task")
             .map_err(|source| undo(CreateError::Load { id: id.clone(), source }))?;
+        let job = if http::is_http_handler(&prepared) {
+            let service = HttpService::new(runtime.clone(), &prepared, &plan).map_err(|source| undo(CreateError::Load { id: id.clone(), source }))?;
+            let addr = plan.http_listen.unwrap_or_else(|| DEFAULT_HTTP_ADDR.parse().expect("default address"));
+            let listener = server::bind(addr, plan.net_namespace.as_deref()).map_err(|e| undo(CreateError::Listen { id: id.clone(), addr, reason: e.to_string() }))?;
+            tracing::info!(container_id = %id, pod_id = %pod, address = %addr, net_namespace = ?plan.net_namespace, "wasi:http component: served, an instance per request");
+            Job::Serve { service: Arc::new(service), listener: Mutex::new(Some(listener)), stop: watch::channel(0).0 }
+        } else {
+            Job::Run
+        };
         let stderr = path(&req.stdio[2]).and_then(|p| berth_host::wasm::open_stdio(&p, true).ok());
         tracing::info!(container_id = %id, pod_id = %pod, module = %plan.entrypoint.source, cache_hit = prepared.info.cache_hit, "container created");
         Ok(Container {
@@ -133,6 +161,7 @@ impl Container {
             stdio: req.stdio,
             plan,
             prepared: Arc::new(prepared),
+            job,
             interrupt: Interrupt::new(),
             meter: Arc::new(Meter::default()),
             status: Mutex::new(Status::Created),
@@ -163,30 +192,73 @@ impl Container {
         }
         let c = self.clone();
         tokio::spawn(async move {
-            let run = runtime.run_metered(&c.prepared, &c.plan, &c.interrupt, c.meter.clone());
-            let status = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
-                Ok(Ok((exit, usage))) => {
-                    if let Exit::Trap(msg) = &exit {
-                        c.tell_stderr(&format!("berth: {} trapped (exit status {}):\n{msg}\n", c.id, exit.status()));
-                    }
-                    tracing::info!(container_id = %c.id, pod_id = %c.pod, exit = ?exit, memory_bytes = usage.memory_bytes, cpu_ns = c.meter.cpu_ns(), "container exited");
-                    exit.status()
-                }
-                Ok(Err(e)) => {
-                    c.tell_stderr(&format!("berth: {}: {e}\n", c.id));
-                    tracing::warn!(container_id = %c.id, pod_id = %c.pod, error = %e, "container failed to run");
-                    125
-                }
-                Err(_) => {
-                    tracing::error!(container_id = %c.id, pod_id = %c.pod, "the guest's host code panicked; the other containers are unaffected");
-                    c.tell_stderr(&format!("berth: {}: internal error while running the guest\n", c.id));
-                    134
+            let status = match &c.job {
+                Job::Run => c.run(runtime).await,
+                Job::Serve { service, listener, stop } => {
+                    let listener = listener.lock().unwrap().take();
+                    c.serve(service.clone(), listener, stop).await
                 }
             };
             let e = c.finish(status as u32);
             on_exit(e);
         });
         true
+    }
+
+    /// Serves HTTP until a signal; the exit status.
+    async fn serve(&self, service: Arc<HttpService>, listener: Option<std::net::TcpListener>, stop: &watch::Sender<u32>) -> i32 {
+        let Some(listener) = listener else { return 125 };
+        let (mut drain, mut hard) = (stop.subscribe(), stop.subscribe());
+        let drain = async move {
+            let _ = drain.wait_for(|s| *s != 0).await;
+        };
+        let serve = server::serve(service, listener, server::Limits::default(), drain, None);
+        tokio::select! {
+            biased;
+            _ = hard.wait_for(|s| *s == libc::SIGKILL as u32) => {
+                tracing::info!(container_id = %self.id, pod_id = %self.pod, "killed; requests in flight are cut off");
+                128 + libc::SIGKILL
+            }
+            r = std::panic::AssertUnwindSafe(serve).catch_unwind() => match r {
+                Ok(Ok(())) => {
+                    tracing::info!(container_id = %self.id, pod_id = %self.pod, "stopped serving; requests in flight finished");
+                    0
+                }
+                Ok(Err(e)) => {
+                    self.tell_stderr(&format!("berth: {}: serving failed: {e}\n", self.id));
+                    125
+                }
+                Err(_) => {
+                    tracing::error!(container_id = %self.id, pod_id = %self.pod, "the HTTP server's host code panicked; the other containers are unaffected");
+                    134
+                }
+            },
+        }
+    }
+
+    /// Runs the command to its exit; the exit status.
+    async fn run(&self, runtime: Arc<Runtime>) -> i32 {
+        let c = self;
+        let run = runtime.run_metered(&c.prepared, &c.plan, &c.interrupt, c.meter.clone());
+        match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+            Ok(Ok((exit, usage))) => {
+                if let Exit::Trap(msg) = &exit {
+                    c.tell_stderr(&format!("berth: {} trapped (exit status {}):\n{msg}\n", c.id, exit.status()));
+                }
+                tracing::info!(container_id = %c.id, pod_id = %c.pod, exit = ?exit, memory_bytes = usage.memory_bytes, cpu_ns = c.meter.cpu_ns(), "container exited");
+                exit.status()
+            }
+            Ok(Err(e)) => {
+                c.tell_stderr(&format!("berth: {}: {e}\n", c.id));
+                tracing::warn!(container_id = %c.id, pod_id = %c.pod, error = %e, "container failed to run");
+                125
+            }
+            Err(_) => {
+                tracing::error!(container_id = %c.id, pod_id = %c.pod, "the guest's host code panicked; the other containers are unaffected");
+                c.tell_stderr(&format!("berth: {}: internal error while running the guest\n", c.id));
+                134
+            }
+        }
     }
 
     /// Records the exit once; later calls return the first one.
@@ -219,7 +291,16 @@ impl Container {
         let mut s = self.status.lock().unwrap();
         match *s {
             Status::Running => {
-                self.interrupt.trigger(Reason::Signal(signal as i32));
+                match &self.job {
+                    Job::Run => self.interrupt.trigger(Reason::Signal(signal as i32)),
+                    Job::Serve { stop, .. } => {
+                        stop.send_modify(|s| {
+                            if *s == 0 || signal == libc::SIGKILL as u32 {
+                                *s = signal
+                            }
+                        });
+                    }
+                }
                 None
             }
             Status::Created => {

@@ -300,3 +300,111 @@ fn other_users_are_refused_and_a_long_lived_shim_leaks_no_fds() {
     env.wait_status("keeper", "STOPPED");
     assert!(env.ctr(&["task", "rm", "keeper"]).status.success());
 }
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `curl` of a URL: (status, body); status "000" when nothing answered.
+fn curl(url: &str) -> (String, String) {
+    let o = Command::new("curl").args(["-s", "-m", "20", "-w", "\n%{http_code}", url]).output().expect("curl");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", ""));
+    (code.to_string(), body.to_string())
+}
+
+#[test]
+fn http_components_are_served_from_containers_and_drain_on_sigterm() {
+    let env = Env::new(&[(guests::HTTP_HELLO_P2, "example.com/hello-http:1")]);
+    let port = free_port();
+    let addr = format!("BERTH_HTTP_ADDR=127.0.0.1:{port}");
+    let child = env.spawn_run(&["--rm", "--runtime", RUNTIME, "--env", &addr, "example.com/hello-http:1", "web1"]);
+    env.wait_status("web1", "RUNNING");
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    assert_eq!(curl(&url("/hi")), ("200".into(), "hello from berth: GET /hi\n".into()));
+    assert_eq!(curl(&url("/log")).0, "200");
+    // A trap answers 500 and the container keeps serving.
+    assert_eq!(curl(&url("/trap")).0, "500");
+    assert_eq!(curl(&url("/after-trap")).0, "200");
+    // SIGTERM (ctr's default) while a slow request runs: it finishes, the
+    // container exits 0 and stops listening.
+    let slow_url = url("/slow");
+    let slow = std::thread::spawn(move || curl(&slow_url));
+    std::thread::sleep(Duration::from_millis(300));
+    let o = env.ctr(&["task", "kill", "web1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(slow.join().unwrap(), ("200".into(), "hello from berth: GET /slow\n".into()));
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The handlers' stdout and stderr are the container's.
+    assert!(String::from_utf8_lossy(&o.stdout).contains("stdout of request"), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("stderr of request"), "{}", text(&o));
+    assert_eq!(curl(&url("/late")).0, "000");
+
+    // The address from the berth.dev/http-listen annotation; SIGKILL ends
+    // the container at once (137).
+    let port2 = free_port();
+    let listen = format!("berth.dev/http-listen=127.0.0.1:{port2}");
+    let child = env.spawn_run(&["--rm", "--runtime", RUNTIME, "--annotation", &listen, "example.com/hello-http:1", "web2"]);
+    env.wait_status("web2", "RUNNING");
+    assert_eq!(curl(&format!("http://127.0.0.1:{port2}/two")).0, "200");
+    assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "web2"]).status.success());
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(137));
+
+    // A taken address fails the create, naming it and the fix.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = format!("BERTH_HTTP_ADDR={}", held.local_addr().unwrap());
+    let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, "--env", &taken, "example.com/hello-http:1", "web3"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(&held.local_addr().unwrap().to_string()) && err.contains("BERTH_HTTP_ADDR"), "{}", text(&o));
+}
+
+/// A network namespace made for one test (`ip netns`), deleted on drop.
+struct NetNs(String);
+
+impl NetNs {
+    fn new(tag: &str) -> NetNs {
+        let name = format!("berth-test-{tag}-{}", std::process::id());
+        let ok = |c: &mut Command| assert!(c.status().expect("ip (iproute2)").success(), "{c:?}");
+        ok(Command::new("ip").args(["netns", "add", &name]));
+        let ns = NetNs(name);
+        ok(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]));
+        ns
+    }
+
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.0)
+    }
+
+    /// `curl` run inside the namespace.
+    fn curl(&self, url: &str) -> String {
+        let o = Command::new("ip").args(["netns", "exec", &self.0, "curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}", url]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn a_pod_network_namespace_is_where_http_is_served() {
+    let env = Env::new(&[(guests::HTTP_HELLO_P2, "example.com/hello-http:1")]);
+    let ns = NetNs::new("pod");
+    let port = free_port();
+    let addr = format!("BERTH_HTTP_ADDR=127.0.0.1:{port}");
+    let with_ns = format!("network:{}", ns.path());
+    let o = env.ctr(&["run", "-d", "--runtime", RUNTIME, "--with-ns", &with_ns, "--env", &addr, "example.com/hello-http:1", "inpod"]);
+    assert!(o.status.success(), "{}", text(&o));
+    env.wait_status("inpod", "RUNNING");
+    let url = format!("http://127.0.0.1:{port}/");
+    assert_eq!(ns.curl(&url), "200", "served inside the pod's namespace");
+    assert_eq!(curl(&url).0, "000", "not served in the host's namespace");
+    assert!(env.ctr(&["task", "kill", "inpod"]).status.success());
+    env.wait_status("inpod", "STOPPED");
+    assert!(env.ctr(&["task", "rm", "inpod"]).status.success());
+    assert!(env.ctr(&["container", "rm", "inpod"]).status.success());
+}

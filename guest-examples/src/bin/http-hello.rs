@@ -1,7 +1,9 @@
 //! A `wasi:http/incoming-handler` component: answers every request with
 //! `hello from berth: METHOD PATH` and echoes a request body, if any.
 //! `/trap` panics, `/loop` spins forever, `/slow` takes a second,
-//! `/fetch?to=HOST:PORT/PATH` sends a GET there and reports the outcome.
+//! `/fetch?to=HOST:PORT/PATH` sends a GET there and reports the outcome,
+//! `/headers` answers with the request's headers (`name: value` lines),
+//! `/log` writes a line to stdout and one to stderr first.
 //! Built for wasm32-wasip2 (the wasm32-wasip1 build is unused).
 use std::io::{Read as _, Write as _};
 use wasi::http::types::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
@@ -18,6 +20,7 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
             other => format!("{other:?}"),
         };
         let path = req.path_with_query().unwrap_or_default();
+        let header_lines: String = req.headers().entries().iter().map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v))).collect();
         let mut body = Vec::new();
         if let Ok(incoming) = req.consume() {
             if let Ok(mut stream) = incoming.stream() {
@@ -29,6 +32,10 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
         }
         if path.starts_with("/slow") {
             std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        if path.starts_with("/log") {
+            println!("stdout of request {}", std::env::var("BERTH_REQUEST_ID").unwrap_or_default());
+            eprintln!("stderr of request {}", std::env::var("BERTH_REQUEST_ID").unwrap_or_default());
         }
         if path.starts_with("/loop") {
             #[allow(clippy::empty_loop)]
@@ -46,6 +53,9 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
             match &fetched {
                 Some(report) => {
                     let _ = write!(w, "{report}\n");
+                }
+                None if path.starts_with("/headers") => {
+                    let _ = w.write_all(header_lines.as_bytes());
                 }
                 None => {
                     let _ = write!(w, "hello from berth: {method} {path}\n");

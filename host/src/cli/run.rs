@@ -8,6 +8,7 @@ use berth_host::oci::{annotations, bundle, entry};
 use berth_host::plan::{CpuQuota, Entrypoint, ModuleSource, RunPlan};
 use berth_host::wasm::{cache::Cache, EngineOptions, Exit, Interrupt, Reason, Runtime, WasmEngine};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Exit status: the guest's code; 134 on a trap; 128+N when stopped by signal N; \
@@ -72,6 +73,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
     if let Some(user) = &plan.user {
         identity::assume(user)?;
     }
+    if berth_host::wasm::http::is_http_handler(&prepared) {
+        return serve_plan(Arc::new(runtime), &prepared, &plan);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -95,6 +99,20 @@ pub fn run(args: RunArgs) -> Result<i32> {
     // berth from exiting.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     Ok(exit.status())
+}
+
+/// A component that exports `wasi:http/incoming-handler` is served, as
+/// containers with it are, at `BERTH_HTTP_ADDR` / `berth.dev/http-listen`.
+fn serve_plan(runtime: Arc<Runtime>, prepared: &berth_host::wasm::Prepared, plan: &RunPlan) -> Result<i32> {
+    use berth_host::oci::annotations::{DEFAULT_HTTP_ADDR, HTTP_ADDR_ENV};
+    let addr = match (plan.http_listen, std::env::var(HTTP_ADDR_ENV)) {
+        (Some(a), _) => a,
+        (None, Ok(v)) => v.parse().with_context(|| format!("{HTTP_ADDR_ENV}={v:?} is not a listen address; use IP:PORT, e.g. 127.0.0.1:8080"))?,
+        (None, Err(_)) => DEFAULT_HTTP_ADDR.parse().expect("default address"),
+    };
+    let service = Arc::new(berth_host::wasm::http::HttpService::new(runtime, prepared, plan)?);
+    let limits = berth_host::wasm::server::Limits { slots: EngineOptions::single().pool_instances as usize - 1, ..Default::default() };
+    super::serve::serve_until_signalled(service, addr, plan.net_namespace.as_deref(), limits, std::time::Duration::from_secs(30))
 }
 
 /// SIGINT and SIGTERM stop the guest (exit 130 / 143).

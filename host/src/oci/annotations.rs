@@ -7,6 +7,12 @@ pub const NET_CONNECT: &str = "berth.dev/net-connect";
 pub const NET_LISTEN: &str = "berth.dev/net-listen";
 pub const NET_LOOKUP: &str = "berth.dev/net-lookup";
 pub const TIMEOUT: &str = "berth.dev/timeout";
+pub const HTTP_LISTEN: &str = "berth.dev/http-listen";
+pub const HTTP_OUTBOUND: &str = "berth.dev/http-outbound";
+/// The guest environment variable that sets where a wasi:http guest is served.
+pub const HTTP_ADDR_ENV: &str = "BERTH_HTTP_ADDR";
+/// Where wasi:http guests are served when nothing says otherwise.
+pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8080";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnnotationError {
@@ -18,6 +24,8 @@ pub enum AnnotationError {
     },
     #[error("annotation {key}={value:?} is not a positive duration; use e.g. 30s, 500ms or 2m")]
     Duration { key: &'static str, value: String },
+    #[error("{key}={value:?} is not a listen address; use IP:PORT, e.g. 0.0.0.0:8080 or 127.0.0.1:3000")]
+    Addr { key: &'static str, value: String },
     #[error("annotation {key}={value:?} is not a boolean; use true or false")]
     Bool { key: &'static str, value: String },
 }
@@ -41,6 +49,16 @@ pub fn timeout(a: &HashMap<String, String>) -> Result<Option<Duration>, Annotati
     a.get(TIMEOUT)
         .map(|v| parse_duration(v).ok_or_else(|| AnnotationError::Duration { key: TIMEOUT, value: v.clone() }))
         .transpose()
+}
+
+/// Where a wasi:http guest is served: the process's `BERTH_HTTP_ADDR`,
+/// else `berth.dev/http-listen`, else `None` (the default address).
+pub fn http_listen(a: &HashMap<String, String>, env: &[(String, String)]) -> Result<Option<std::net::SocketAddr>, AnnotationError> {
+    let from_env = env.iter().rev().find(|(k, _)| k == HTTP_ADDR_ENV).map(|(_, v)| (HTTP_ADDR_ENV, v));
+    let Some((key, value)) = from_env.or_else(|| a.get(HTTP_LISTEN).map(|v| (HTTP_LISTEN, v))) else {
+        return Ok(None);
+    };
+    value.trim().parse().map(Some).map_err(|_| AnnotationError::Addr { key, value: value.clone() })
 }
 
 /// Parses `30s`, `500ms`, `2m`, `1h 5m`; a bare number is seconds.
@@ -77,5 +95,18 @@ mod tests {
         assert!(timeout(&a).unwrap_err().to_string().contains("berth.dev/timeout"));
         a.insert(NET_LISTEN.to_string(), "nope".to_string());
         assert!(net_policy(&a).unwrap_err().to_string().contains("berth.dev/net-listen"));
+    }
+
+    #[test]
+    fn the_http_address_comes_from_the_env_then_the_annotation() {
+        let mut a = HashMap::new();
+        assert_eq!(http_listen(&a, &[]).unwrap(), None);
+        a.insert(HTTP_LISTEN.to_string(), "127.0.0.1:3000".to_string());
+        assert_eq!(http_listen(&a, &[]).unwrap(), Some("127.0.0.1:3000".parse().unwrap()));
+        let env = vec![(HTTP_ADDR_ENV.to_string(), "[::1]:9000".to_string())];
+        assert_eq!(http_listen(&a, &env).unwrap(), Some("[::1]:9000".parse().unwrap()));
+        a.insert(HTTP_LISTEN.to_string(), "localhost".to_string());
+        let e = http_listen(&a, &[]).unwrap_err().to_string();
+        assert!(e.contains("berth.dev/http-listen") && e.contains("IP:PORT"), "{e}");
     }
 }

@@ -105,10 +105,19 @@ pub fn plan_from_spec(bundle: &Path, spec: &Spec) -> Result<RunPlan, BundleError
     let net = annotations::net_policy(ann).map_err(ann_err)?;
     let timeout = annotations::timeout(ann).map_err(ann_err)?;
     let mut http_outbound = Vec::new();
-    if let Some(list) = ann.get("berth.dev/http-outbound") {
+    let http_listen = annotations::http_listen(ann, &env).map_err(ann_err)?;
+    if let Some(list) = ann.get(annotations::HTTP_OUTBOUND) {
         crate::caps::http::HttpOrigin::parse_list(list, &mut http_outbound).map_err(|e| invalid(format!("annotation berth.dev/http-outbound: {e}")))?;
     }
 
+    // A pod's containers join its network namespace (by path); a request
+    // for a fresh, unnamed one leaves wasm guests in berth's own.
+    let net_namespace = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|ns| ns.iter().find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network))
+        .and_then(|n| n.path().clone());
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
     let memory_bytes = resources
         .and_then(|r| r.memory().as_ref())
@@ -138,6 +147,8 @@ pub fn plan_from_spec(bundle: &Path, spec: &Spec) -> Result<RunPlan, BundleError
         allow_precompiled: false,
         stdio: Default::default(),
         http_outbound,
+        http_listen,
+        net_namespace,
     })
 }
 

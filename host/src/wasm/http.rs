@@ -7,7 +7,7 @@ use super::interrupt::Interrupt;
 use super::limits::GuestLimiter;
 use super::load::Loaded;
 use super::run::{GuestState, Prepared, RunError, Runtime};
-use crate::plan::RunPlan;
+use crate::plan::{RunPlan, Stdio};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,6 +81,24 @@ pub struct HttpService {
     plan: RunPlan,
     outbound: Arc<Vec<crate::caps::http::HttpOrigin>>,
     next_id: AtomicU64,
+    /// The plan's stdout and stderr, opened once and shared by every
+    /// request's instance (`None`: the host's own).
+    output: Option<[Option<std::fs::File>; 2]>,
+}
+
+/// A response of a served component.
+pub type Resp = hyper::Response<HyperOutgoingBody>;
+
+/// Whether a compiled guest is a component exporting
+/// `wasi:http/incoming-handler` (of any 0.2 version): such a guest is
+/// served, even if it also exports `wasi:cli/run` (as Rust binaries built
+/// for wasm32-wasip2 do, with an empty `main`).
+pub fn is_http_handler(prepared: &Prepared) -> bool {
+    let Loaded::Component(c) = prepared.loaded() else { return false };
+    let engine = c.engine().clone();
+    let ty = c.component_type();
+    let found = ty.exports(&engine).any(|(name, _)| name.starts_with("wasi:http/incoming-handler@"));
+    found
 }
 
 /// A plain-text response (errors and refusals).
@@ -105,11 +123,44 @@ impl HttpService {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| fail(format!("{e:#}")))?;
         let pre = linker.instantiate_pre(component).map_err(|e| fail(format!("{e:#}")))?;
         let pre = ProxyPre::new(pre).map_err(|e| fail(format!("it does not export wasi:http/incoming-handler ({e:#})")))?;
-        Ok(HttpService { runtime, pre, plan: plan.clone(), outbound: Arc::new(plan.http_outbound.clone()), next_id: AtomicU64::new(1) })
+        let output = match &plan.stdio {
+            Stdio::Inherit => None,
+            Stdio::Paths { stdout, stderr, .. } => {
+                let open = |p: &Option<std::path::PathBuf>| p.as_deref().map(|p| super::wasi::open_stdio(p, true)).transpose();
+                Some([open(stdout)?, open(stderr)?])
+            }
+        };
+        Ok(HttpService { runtime, pre, plan: plan.clone(), outbound: Arc::new(plan.http_outbound.clone()), next_id: AtomicU64::new(1), output })
+    }
+
+    /// The guest's WASI context for one request: the plan's capabilities,
+    /// no stdin, and the shared stdout/stderr.
+    fn wasi(&self, id: u64) -> Result<WasiCtx, RunError> {
+        use wasmtime_wasi::cli::OutputFile;
+        let mut wasi = super::wasi::base(&self.plan)?;
+        match &self.output {
+            None => {
+                wasi.inherit_stdout().inherit_stderr();
+            }
+            Some([out, err]) => {
+                let dup = |f: &std::fs::File| f.try_clone().map_err(|e| RunError::Stdio { path: "stdout/stderr".into(), reason: e.to_string() });
+                if let Some(f) = out {
+                    wasi.stdout(OutputFile::new(dup(f)?));
+                }
+                if let Some(f) = err {
+                    wasi.stderr(OutputFile::new(dup(f)?));
+                }
+            }
+        }
+        wasi.env("BERTH_REQUEST_ID", id.to_string());
+        Ok(wasi.build())
     }
 
     /// Answers one request with a fresh instance.
-    pub async fn handle(&self, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<HyperOutgoingBody> {
+    pub async fn handle<B>(&self, req: hyper::Request<B>) -> Resp
+    where
+        B: hyper::body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
+    {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let (method, path) = (req.method().clone(), req.uri().path().to_string());
@@ -121,11 +172,13 @@ impl HttpService {
         resp
     }
 
-    async fn call(&self, id: u64, req: hyper::Request<hyper::body::Incoming>) -> Result<hyper::Response<HyperOutgoingBody>, (u16, String)> {
+    async fn call<B>(&self, id: u64, req: hyper::Request<B>) -> Result<Resp, (u16, String)>
+    where
+        B: hyper::body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
+    {
         let internal = |e: wasmtime::Error| (500, format!("request {id}: {e:#}"));
-        let mut wasi = super::wasi::builder(&self.plan).map_err(|e| (500, e.to_string()))?;
-        wasi.env("BERTH_REQUEST_ID", id.to_string());
-        let state = HttpState { ctx: wasi.build(), table: ResourceTable::new(), http: WasiHttpCtx::new(), hooks: Outbound { allowed: self.outbound.clone() }, limiter: GuestLimiter::new(self.plan.limits.memory_bytes) };
+        let ctx = self.wasi(id).map_err(|e| (500, e.to_string()))?;
+        let state = HttpState { ctx, table: ResourceTable::new(), http: WasiHttpCtx::new(), hooks: Outbound { allowed: self.outbound.clone() }, limiter: GuestLimiter::new(self.plan.limits.memory_bytes) };
         let timeout = self.plan.limits.timeout.unwrap_or(Duration::from_secs(30));
         let interrupt = Interrupt::new();
         let mut store = self.runtime.store(state, &self.plan, &interrupt, Some(Instant::now() + timeout));
@@ -133,16 +186,21 @@ impl HttpService {
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(internal)?;
         let out = store.data_mut().http().new_response_outparam(sender).map_err(internal)?;
         let pre = self.pre.clone();
-        let task = tokio::spawn(async move {
+        let mut task = AbortOnDrop::new(tokio::spawn(async move {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
-        });
+        }));
         let deadline = tokio::time::sleep(timeout);
         tokio::select! {
             r = receiver => match r {
-                Ok(Ok(resp)) => Ok(resp),
+                // The guest goes on writing the body: its task must outlive
+                // this call (the store's deadline still bounds it).
+                Ok(Ok(resp)) => {
+                    task.detach();
+                    Ok(resp)
+                }
                 Ok(Err(code)) => Err((500, format!("request {id}: the handler answered with an error: {code:?}"))),
-                Err(_) => match task.await {
+                Err(_) => match (&mut task.0).await {
                     Ok(Ok(())) => Err((500, format!("request {id}: the handler returned without a response"))),
                     Ok(Err(e)) if interrupt.reason().is_some() => Err((504, format!("request {id}: the handler ran past the {} limit: {}", humantime::format_duration(timeout), e.root_cause()))),
                     Ok(Err(e)) => Err((500, format!("request {id}: the handler trapped: {}", e.root_cause()))),
@@ -153,6 +211,29 @@ impl HttpService {
                 interrupt.trigger(super::interrupt::Reason::Timeout);
                 Err((504, format!("request {id}: no response within {}", humantime::format_duration(timeout))))
             }
+        }
+    }
+}
+
+/// A request's instance task, ended if the request is dropped before the
+/// guest answered (its client went away or the server stopped at once).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>, bool);
+
+impl<T> AbortOnDrop<T> {
+    fn new(h: tokio::task::JoinHandle<T>) -> Self {
+        AbortOnDrop(h, true)
+    }
+
+    /// Lets the task run on when this is dropped.
+    fn detach(&mut self) {
+        self.1 = false;
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.abort();
         }
     }
 }

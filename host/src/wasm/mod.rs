@@ -7,6 +7,7 @@
 //! - [`limits`]: memory cap and CPU quota of one guest.
 //! - [`interrupt`]: signals and timeouts that stop a guest.
 //! - [`run`]: runs a [`RunPlan`](crate::plan::RunPlan) to an [`Exit`].
+//! - [`http`], [`server`]: serving `wasi:http/incoming-handler` components.
 
 pub mod cache;
 pub mod engine;
@@ -17,6 +18,7 @@ pub mod invoke;
 pub mod limits;
 pub mod load;
 pub mod run;
+pub mod server;
 mod wasi;
 
 pub use engine::{EngineOptions, WasmEngine};

@@ -9,8 +9,14 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 pub(crate) fn builder(plan: &RunPlan) -> Result<WasiCtxBuilder, RunError> {
-    let mut b = WasiCtxBuilder::new();
+    let mut b = base(plan)?;
     stdio(&mut b, &plan.stdio)?;
+    Ok(b)
+}
+
+/// Everything of [`builder`] but stdio (which is left empty).
+pub(crate) fn base(plan: &RunPlan) -> Result<WasiCtxBuilder, RunError> {
+    let mut b = WasiCtxBuilder::new();
     b.args(&plan.args).envs(&plan.env);
     if let Some(cwd) = &plan.cwd {
         b.initial_cwd(cwd);

@@ -25,7 +25,12 @@ impl Berth {
 
     /// Runs `berth ARGS` to completion.
     pub fn run(&self, args: &[&str]) -> Out {
-        Out::from(self.cmd().args(args).output().unwrap())
+        self.run_env(args, &[])
+    }
+
+    /// Runs berth with extra environment variables.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        Out::from(self.cmd().args(args).envs(env.iter().copied()).output().unwrap())
     }
 
     pub fn cache_dir(&self) -> PathBuf {
