@@ -7,6 +7,7 @@
 
 pub mod caps;
 pub mod install;
+pub mod native;
 pub mod oci;
 pub mod paths;
 pub mod plan;

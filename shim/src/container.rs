@@ -1,7 +1,7 @@
 //! One wasm container inside the shim: its plan and compiled code, its
 //! state (created, running, stopped), its exit, and the tokio task that
 //! runs it.
-use berth_host::oci::bundle;
+use berth_host::oci::{bundle, detect};
 use berth_host::plan::{RunPlan, Stdio};
 use berth_host::oci::annotations::DEFAULT_HTTP_ADDR;
 use berth_host::wasm::http::{self, HttpService};
@@ -52,6 +52,10 @@ pub enum CreateError {
     User { id: String, uid: u32, gid: u32 },
     #[error("container {id}: serving wasi:http on {addr}: {reason}; choose another address with the BERTH_HTTP_ADDR env or the berth.dev/http-listen annotation")]
     Listen { id: String, addr: std::net::SocketAddr, reason: String },
+    #[error("{0}")]
+    Native(String),
+    #[error("container {id}: terminals (-t) are not supported for native containers yet; run without a tty")]
+    NativeTerminal { id: String },
     #[error("container {id}: {source}")]
     Load {
         id: String,
@@ -63,7 +67,7 @@ pub enum CreateError {
 /// What a started container does.
 enum Job {
     /// Runs its command (`_start` / `wasi:cli/run`) to an exit.
-    Run,
+    Run { plan: Box<RunPlan>, prepared: Arc<Prepared> },
     /// Serves its `wasi:http/incoming-handler` until stopped: SIGTERM (any
     /// signal but SIGKILL) drains requests in flight and exits 0; SIGKILL
     /// ends it at once (137).
@@ -72,14 +76,20 @@ enum Job {
         listener: Mutex<Option<std::net::TcpListener>>,
         stop: watch::Sender<u32>,
     },
+    /// A Linux namespace container (libcontainer) whose process is `pid`;
+    /// its state lives under `root`.
+    Native { pid: i32, root: PathBuf, exit: Mutex<Option<tokio::sync::oneshot::Receiver<i32>>> },
+}
+
+/// Where the shim keeps native containers' state for a containerd namespace.
+pub fn native_root(namespace: &str) -> PathBuf {
+    berth_host::native::default_state_root().join(namespace)
 }
 
 pub struct Container {
     pub id: String,
     pub bundle: PathBuf,
     pub stdio: [String; 3],
-    plan: RunPlan,
-    prepared: Arc<Prepared>,
     job: Job,
     interrupt: Interrupt,
     pub meter: Arc<Meter>,
@@ -99,6 +109,8 @@ pub struct CreateRequest<'a> {
     pub rootfs: &'a [Mount],
     pub terminal: bool,
     pub stdio: [String; 3],
+    /// Where native containers' state is kept ([`native_root`]).
+    pub native_root: PathBuf,
 }
 
 impl Container {
@@ -106,9 +118,6 @@ impl Container {
     /// (or loads from cache) the guest, so errors surface at create time.
     pub async fn create(runtime: &Arc<Runtime>, req: CreateRequest<'_>) -> Result<Container, CreateError> {
         let id = req.id.to_string();
-        if req.terminal {
-            return Err(CreateError::Terminal { id });
-        }
         let rootfs = req.bundle.join("rootfs");
         let mut mounted = false;
         for m in req.rootfs {
@@ -129,7 +138,64 @@ impl Container {
         };
         let spec = bundle::load_spec(req.bundle).map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?;
         let pod = spec.annotations().as_ref().and_then(|a| a.get(crate::service::SANDBOX_ID)).cloned().unwrap_or_default();
-        let mut plan = bundle::plan_from_spec(req.bundle, &spec).map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?;
+        let kind = detect::detect(req.bundle, &spec).map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?;
+        tracing::info!(container_id = %id, pod_id = %pod, runtime = ?kind.kind, reason = %kind.reason, "runtime chosen");
+        let job = match kind.kind {
+            detect::Kind::Native => Self::create_native(&req).await.map_err(undo)?,
+            detect::Kind::Wasm => Self::create_wasm(runtime, &req, &spec, &pod).await.map_err(undo)?,
+        };
+        let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+        let stderr = match job {
+            Job::Native { .. } => None,
+            _ => path(&req.stdio[2]).and_then(|p| berth_host::wasm::open_stdio(&p, true).ok()),
+        };
+        Ok(Container {
+            id,
+            bundle: req.bundle.to_path_buf(),
+            stdio: req.stdio,
+            job,
+            interrupt: Interrupt::new(),
+            meter: Arc::new(Meter::default()),
+            status: Mutex::new(Status::Created),
+            exited: watch::channel(None).0,
+            mounted,
+            stderr: Mutex::new(stderr),
+            pod,
+        })
+    }
+
+    /// A native container, made by the single-threaded helper (this binary
+    /// re-executed): its process waits for Start.
+    async fn create_native(req: &CreateRequest<'_>) -> Result<Job, CreateError> {
+        let id = req.id.to_string();
+        if req.terminal {
+            return Err(CreateError::NativeTerminal { id });
+        }
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        cmd.arg(berth_host::native::HELPER_ARG).arg("create").arg(&id).arg(req.bundle).arg(&req.native_root).args(&req.stdio);
+        let out = tokio::task::spawn_blocking(move || cmd.output()).await.expect("helper task").map_err(|e| CreateError::Native(format!("container {id}: running the native helper: {e}")))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let pid = match (out.status.success(), text.trim().parse::<i32>()) {
+            (true, Ok(pid)) if pid > 0 => pid,
+            _ => {
+                let err = String::from_utf8_lossy(&out.stderr);
+                return Err(CreateError::Native(err.lines().last().unwrap_or("the native helper failed").to_string()));
+            }
+        };
+        let exit = crate::reaper::watch(pid);
+        tracing::info!(container_id = %id, pid, "native container created");
+        Ok(Job::Native { pid, root: req.native_root.clone(), exit: Mutex::new(Some(exit)) })
+    }
+
+    /// A wasm container: the plan from `config.json`, the guest compiled
+    /// (or loaded from cache), and for wasi:http components the listener.
+    async fn create_wasm(runtime: &Arc<Runtime>, req: &CreateRequest<'_>, spec: &oci_spec::runtime::Spec, pod: &str) -> Result<Job, CreateError> {
+        let id = req.id.to_string();
+        if req.terminal {
+            return Err(CreateError::Terminal { id });
+        }
+        let undo = |e| e;
+        let mut plan = bundle::plan_from_spec(req.bundle, spec).map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?;
         plan.name = id.clone();
         // A guest must never get more file access than its user would: the
         // shim cannot switch identity per guest (it serves many), so other
@@ -151,25 +217,11 @@ impl Container {
             tracing::info!(container_id = %id, pod_id = %pod, address = %addr, net_namespace = ?plan.net_namespace, "wasi:http component: served, an instance per request");
             Job::Serve { service: Arc::new(service), listener: Mutex::new(Some(listener)), stop: watch::channel(0).0 }
         } else {
-            Job::Run
+            let cache_hit = prepared.info.cache_hit;
+            tracing::info!(container_id = %id, pod_id = %pod, module = %plan.entrypoint.source, cache_hit, "wasm container created");
+            Job::Run { plan: Box::new(plan), prepared: Arc::new(prepared) }
         };
-        let stderr = path(&req.stdio[2]).and_then(|p| berth_host::wasm::open_stdio(&p, true).ok());
-        tracing::info!(container_id = %id, pod_id = %pod, module = %plan.entrypoint.source, cache_hit = prepared.info.cache_hit, "container created");
-        Ok(Container {
-            id,
-            bundle: req.bundle.to_path_buf(),
-            stdio: req.stdio,
-            plan,
-            prepared: Arc::new(prepared),
-            job,
-            interrupt: Interrupt::new(),
-            meter: Arc::new(Meter::default()),
-            status: Mutex::new(Status::Created),
-            exited: watch::channel(None).0,
-            mounted,
-            stderr: Mutex::new(stderr),
-            pod,
-        })
+        Ok(job)
     }
 
     pub fn status(&self) -> Status {
@@ -180,20 +232,40 @@ impl Container {
         *self.exited.borrow()
     }
 
-    /// Starts the guest on the shim's executor. `on_exit` runs once when it
-    /// ends, however it ends (exit, trap, kill, panic).
-    pub fn start(self: &Arc<Self>, runtime: Arc<Runtime>, on_exit: impl FnOnce(Exited) + Send + 'static) -> bool {
+    /// Starts the guest on the shim's executor (a native container's
+    /// process in its namespaces). `on_exit` runs once when it ends, however
+    /// it ends (exit, trap, kill, panic).
+    pub fn start(self: &Arc<Self>, runtime: Arc<Runtime>, on_exit: impl FnOnce(Exited) + Send + 'static) -> Result<(), String> {
         {
             let mut s = self.status.lock().unwrap();
             if *s != Status::Created {
-                return false;
+                return Err(format!("container {} was already started", self.id));
             }
             *s = Status::Running;
+        }
+        if let Job::Native { root, exit, .. } = &self.job {
+            if let Err(e) = berth_host::native::start(root, &self.id) {
+                *self.status.lock().unwrap() = Status::Created;
+                return Err(e.to_string());
+            }
+            let exit = exit.lock().unwrap().take();
+            let c = self.clone();
+            tokio::spawn(async move {
+                // A dropped sender means the shim lost the process: report it killed.
+                let status = match exit {
+                    Some(rx) => rx.await.unwrap_or(128 + libc::SIGKILL),
+                    None => 128 + libc::SIGKILL,
+                };
+                tracing::info!(container_id = %c.id, pod_id = %c.pod, exit_status = status, "native container exited");
+                on_exit(c.finish(status as u32));
+            });
+            return Ok(());
         }
         let c = self.clone();
         tokio::spawn(async move {
             let status = match &c.job {
-                Job::Run => c.run(runtime).await,
+                Job::Native { .. } => unreachable!("started above"),
+                Job::Run { plan, prepared } => c.run(runtime, plan, prepared).await,
                 Job::Serve { service, listener, stop } => {
                     let listener = listener.lock().unwrap().take();
                     c.serve(service.clone(), listener, stop).await
@@ -202,7 +274,43 @@ impl Container {
             let e = c.finish(status as u32);
             on_exit(e);
         });
-        true
+        Ok(())
+    }
+
+    /// The pid containerd sees for the container: a native container's
+    /// process, else the shim's own (wasm guests run inside it).
+    pub fn pid(&self) -> u32 {
+        match &self.job {
+            Job::Native { pid, .. } => *pid as u32,
+            _ => std::process::id(),
+        }
+    }
+
+    /// Every process of the container.
+    pub fn pids(&self) -> Vec<u32> {
+        match &self.job {
+            Job::Native { root, .. } => match berth_host::native::pids(root, &self.id) {
+                Ok(p) => p.into_iter().map(|p| p as u32).collect(),
+                Err(e) => {
+                    tracing::debug!(container_id = %self.id, error = %e, "listing processes");
+                    vec![self.pid()]
+                }
+            },
+            _ => vec![self.pid()],
+        }
+    }
+
+    /// Memory in use (bytes) and CPU time used (ns): a wasm guest's linear
+    /// memories and tables and its thread CPU time; a native container's
+    /// cgroup figures.
+    pub fn usage(&self) -> (u64, u64) {
+        match &self.job {
+            Job::Native { root, .. } => berth_host::native::usage(root, &self.id).unwrap_or_else(|e| {
+                tracing::debug!(container_id = %self.id, error = %e, "reading cgroup stats");
+                (0, 0)
+            }),
+            _ => (self.meter.memory_bytes(), self.meter.cpu_ns()),
+        }
     }
 
     /// Serves HTTP until a signal; the exit status.
@@ -237,9 +345,9 @@ impl Container {
     }
 
     /// Runs the command to its exit; the exit status.
-    async fn run(&self, runtime: Arc<Runtime>) -> i32 {
+    async fn run(&self, runtime: Arc<Runtime>, plan: &RunPlan, prepared: &Prepared) -> i32 {
         let c = self;
-        let run = runtime.run_metered(&c.prepared, &c.plan, &c.interrupt, c.meter.clone());
+        let run = runtime.run_metered(prepared, plan, &c.interrupt, c.meter.clone());
         match std::panic::AssertUnwindSafe(run).catch_unwind().await {
             Ok(Ok((exit, usage))) => {
                 if let Exit::Trap(msg) = &exit {
@@ -283,8 +391,29 @@ impl Container {
 
     /// Delivers a signal. Wasm guests have no handlers: any signal but 0
     /// stops a running guest with status 128+signal; a created one ends
-    /// without running. Returns the exit when that happened here.
-    pub fn kill(&self, signal: u32) -> Option<Exited> {
+    /// without running. A native container's process (or all its
+    /// processes, with `all`) gets the signal. Returns the exit when it
+    /// is known here (a created container that ended).
+    pub async fn kill(&self, signal: u32, all: bool) -> Result<Option<Exited>, String> {
+        if let Job::Native { root, exit, .. } = &self.job {
+            if self.status() == Status::Stopped {
+                return Ok(None);
+            }
+            berth_host::native::kill(root, &self.id, signal as i32, all).map_err(|e| e.to_string())?;
+            // Running: the exit comes through `start`'s waiter. Created:
+            // nobody waits yet, so wait here (the process waits for Start
+            // with default signal actions: most signals end it).
+            let rx = if self.status() == Status::Created { exit.lock().unwrap().take() } else { None };
+            let Some(rx) = rx else { return Ok(None) };
+            return match tokio::time::timeout(std::time::Duration::from_secs(10), rx).await {
+                Ok(status) => Ok(Some(self.finish(status.unwrap_or(128 + libc::SIGKILL) as u32))),
+                Err(_) => Err(format!("container {}: its process did not exit after signal {signal}", self.id)),
+            };
+        }
+        Ok(self.kill_wasm(signal))
+    }
+
+    fn kill_wasm(&self, signal: u32) -> Option<Exited> {
         if signal == 0 {
             return None;
         }
@@ -292,7 +421,7 @@ impl Container {
         match *s {
             Status::Running => {
                 match &self.job {
-                    Job::Run => self.interrupt.trigger(Reason::Signal(signal as i32)),
+                    Job::Run { .. } => self.interrupt.trigger(Reason::Signal(signal as i32)),
                     Job::Serve { stop, .. } => {
                         stop.send_modify(|s| {
                             if *s == 0 || signal == libc::SIGKILL as u32 {
@@ -300,6 +429,7 @@ impl Container {
                             }
                         });
                     }
+                    Job::Native { .. } => unreachable!("handled in kill"),
                 }
                 None
             }
@@ -319,8 +449,14 @@ impl Container {
         e.expect("checked")
     }
 
-    /// Releases what the container holds on the host (its rootfs mount).
+    /// Releases what the container holds on the host: a native container's
+    /// cgroup and state, its rootfs mount.
     pub fn release(&self) {
+        if let Job::Native { root, .. } = &self.job {
+            if let Err(e) = berth_host::native::delete(root, &self.id) {
+                tracing::warn!(container_id = %self.id, error = %e, "removing the native container");
+            }
+        }
         if self.mounted {
             unmount_rootfs(&self.bundle.join("rootfs"));
         }

@@ -5,7 +5,7 @@
 use tracing_subscriber::EnvFilter;
 
 pub fn init(debug: bool, namespace: &str, id: &str) {
-    let default = if debug { "debug" } else { "info" };
+    let default = if debug { "debug" } else { "info,libcontainer=error,libcgroups=error" };
     let filter = EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
     // The log FIFO: read-write so the open never blocks on a missing reader.

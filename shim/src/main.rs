@@ -4,11 +4,18 @@
 //! wasm guests in-process on one shared engine.
 mod container;
 mod logging;
+mod reaper;
 mod service;
 mod task;
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Re-executed as the single-threaded helper that creates native
+    // containers: nothing else (no async runtime, no threads) may start.
+    if args.get(1).and_then(|a| a.to_str()) == Some(berth_host::native::HELPER_ARG) {
+        let rest: Vec<String> = args[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        std::process::exit(berth_host::native::helper_main(&rest));
+    }
     let flags = match containerd_shim::parse(&args[1..]) {
         Ok(f) => f,
         Err(e) => {

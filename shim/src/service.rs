@@ -70,6 +70,9 @@ pub async fn start(flags: &Flags) -> i32 {
 /// mount and report the container killed.
 pub fn delete(flags: &Flags) -> i32 {
     let cwd = std::env::current_dir().unwrap_or_default();
+    // A native container outlives its shim: kill what is left and remove
+    // it. (Nothing is printed: stdout is the reply.)
+    let _ = berth_host::native::delete(&crate::container::native_root(&flags.namespace), &flags.id);
     crate::container::unmount_rootfs(&cwd.join("rootfs"));
     let mut resp = DeleteResponse::new();
     resp.exit_status = 128 + libc::SIGKILL as u32;
@@ -104,6 +107,7 @@ pub async fn serve(flags: &Flags) -> Result<(), String> {
     }
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").map_err(|_| "TTRPC_ADDRESS is not set".to_string())?;
     let publisher = RemotePublisher::new(&ttrpc_address).await.map_err(|e| format!("connecting to containerd at {ttrpc_address}: {e}"))?;
+    crate::reaper::start().map_err(|e| format!("becoming the reaper of native containers: {e}"))?;
     let exit = Arc::new(ExitSignal::default());
     let task = Arc::new(TaskService::new(flags.namespace.clone(), publisher, exit.clone()));
     let v3 = create_task(task.clone());

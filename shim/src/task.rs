@@ -67,7 +67,7 @@ impl TaskService {
         TaskExit {
             container_id: c.id.clone(),
             id: c.id.clone(),
-            pid: pid(),
+            pid: c.pid(),
             exit_status: e.status,
             exited_at: Some(timestamp(e.at)).into(),
             ..Default::default()
@@ -75,10 +75,6 @@ impl TaskService {
     }
 }
 
-/// Wasm containers run inside the shim: their pid is the shim's.
-fn pid() -> u32 {
-    std::process::id()
-}
 
 fn unsupported(what: &str) -> ttrpc::Error {
     status(Code::UNIMPLEMENTED, format!("{what} is not supported for wasm containers in berth"))
@@ -97,11 +93,13 @@ impl Task for TaskService {
             rootfs: &req.rootfs,
             terminal: req.terminal,
             stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
+            native_root: crate::container::native_root(&self.0.namespace),
         };
         let c = Container::create(&runtime, create).await.map_err(|e| {
             tracing::warn!(container_id = %req.id, error = %e, "create failed");
             status(Code::FAILED_PRECONDITION, e.to_string())
         })?;
+        let task_pid = c.pid();
         self.0.containers.lock().unwrap().insert(req.id.clone(), Arc::new(c));
         let ev = TaskCreate {
             container_id: req.id.clone(),
@@ -115,30 +113,28 @@ impl Task for TaskService {
                 ..Default::default()
             })
             .into(),
-            pid: pid(),
+            pid: task_pid,
             ..Default::default()
         };
         self.publish("/tasks/create", Box::new(ev)).await;
-        Ok(api::CreateTaskResponse { pid: pid(), ..Default::default() })
+        Ok(api::CreateTaskResponse { pid: task_pid, ..Default::default() })
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
         let c = self.get(&req.id, &req.exec_id)?;
         let (svc, exited) = (self.clone(), c.clone());
-        let started = c.start(self.runtime()?, move |e| {
+        c.start(self.runtime()?, move |e| {
             tokio::spawn(async move { svc.publish("/tasks/exit", Box::new(TaskService::exit_event(&exited, e))).await });
-        });
-        if !started {
-            return Err(status(Code::FAILED_PRECONDITION, format!("container {} was already started", req.id)));
-        }
-        self.publish("/tasks/start", Box::new(TaskStart { container_id: req.id.clone(), pid: pid(), ..Default::default() })).await;
-        Ok(api::StartResponse { pid: pid(), ..Default::default() })
+        })
+        .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
+        self.publish("/tasks/start", Box::new(TaskStart { container_id: req.id.clone(), pid: c.pid(), ..Default::default() })).await;
+        Ok(api::StartResponse { pid: c.pid(), ..Default::default() })
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
         let c = self.get(&req.id, &req.exec_id)?;
         tracing::info!(container_id = %req.id, pod_id = %c.pod, signal = req.signal, "kill");
-        if let Some(e) = c.kill(req.signal) {
+        if let Some(e) = c.kill(req.signal, req.all).await.map_err(|e| status(Code::INTERNAL, e))? {
             self.publish("/tasks/exit", Box::new(TaskService::exit_event(&c, e))).await;
         }
         Ok(Empty::new())
@@ -156,13 +152,17 @@ impl Task for TaskService {
             return Err(status(Code::FAILED_PRECONDITION, format!("container {} is running; kill it before deleting it", req.id)));
         }
         // A created, never started container is ended by its deletion.
-        let e = c.exited().or_else(|| c.kill(libc::SIGKILL as u32)).unwrap_or(Exited { status: 0, at: std::time::SystemTime::now() });
+        let e = match c.exited() {
+            Some(e) => Some(e),
+            None => c.kill(libc::SIGKILL as u32, true).await.map_err(|e| status(Code::INTERNAL, e))?,
+        };
+        let e = e.unwrap_or(Exited { status: 0, at: std::time::SystemTime::now() });
         self.0.containers.lock().unwrap().remove(&req.id);
         c.release();
         tracing::info!(container_id = %req.id, pod_id = %c.pod, exit_status = e.status, "container deleted");
-        let ev = TaskDelete { container_id: req.id.clone(), id: req.id.clone(), pid: pid(), exit_status: e.status, exited_at: Some(timestamp(e.at)).into(), ..Default::default() };
+        let ev = TaskDelete { container_id: req.id.clone(), id: req.id.clone(), pid: c.pid(), exit_status: e.status, exited_at: Some(timestamp(e.at)).into(), ..Default::default() };
         self.publish("/tasks/delete", Box::new(ev)).await;
-        Ok(api::DeleteResponse { pid: pid(), exit_status: e.status, exited_at: Some(timestamp(e.at)).into(), ..Default::default() })
+        Ok(api::DeleteResponse { pid: c.pid(), exit_status: e.status, exited_at: Some(timestamp(e.at)).into(), ..Default::default() })
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
@@ -175,7 +175,7 @@ impl Task for TaskService {
         let mut r = api::StateResponse {
             id: c.id.clone(),
             bundle: c.bundle.display().to_string(),
-            pid: pid(),
+            pid: c.pid(),
             status: st.into(),
             stdin: c.stdio[0].clone(),
             stdout: c.stdio[1].clone(),
@@ -190,16 +190,15 @@ impl Task for TaskService {
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
-        self.get(&req.id, "")?;
-        let p = containerd_shim_protos::api::ProcessInfo { pid: pid(), ..Default::default() };
-        Ok(api::PidsResponse { processes: vec![p], ..Default::default() })
+        let c = self.get(&req.id, "")?;
+        let processes = c.pids().into_iter().map(|pid| containerd_shim_protos::api::ProcessInfo { pid, ..Default::default() }).collect();
+        Ok(api::PidsResponse { processes, ..Default::default() })
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
         use containerd_shim_protos::cgroups::metrics::{CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics};
         let c = self.get(&req.id, "")?;
-        let mem = c.meter.memory_bytes();
-        let cpu = c.meter.cpu_ns();
+        let (mem, cpu) = c.usage();
         let m = Metrics {
             memory: Some(MemoryStat { usage: Some(MemoryEntry { usage: mem, max: mem, ..Default::default() }).into(), rss: mem, ..Default::default() }).into(),
             cpu: Some(CPUStat { usage: Some(CPUUsage { total: cpu, user: cpu, ..Default::default() }).into(), ..Default::default() }).into(),
@@ -210,8 +209,8 @@ impl Task for TaskService {
     }
 
     async fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> TtrpcResult<api::ConnectResponse> {
-        self.get(&req.id, "")?;
-        Ok(api::ConnectResponse { shim_pid: pid(), task_pid: pid(), version: env!("CARGO_PKG_VERSION").into(), ..Default::default() })
+        let c = self.get(&req.id, "")?;
+        Ok(api::ConnectResponse { shim_pid: std::process::id(), task_pid: c.pid(), version: env!("CARGO_PKG_VERSION").into(), ..Default::default() })
     }
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<Empty> {

@@ -39,6 +39,18 @@ impl Env {
         assert!(o.status.success(), "import {name}: {}", text(&o));
     }
 
+    /// A native busybox image (`berth image build --rootfs`), imported.
+    fn import_busybox(&self, name: &str) {
+        let root = self.c.dir.path().join("busybox-rootfs");
+        berth_tests::busybox::rootfs(&root);
+        let opts = BuildOptions { module: None, name: name.into(), artifact: false, adds: vec![], rootfs: Some(root), entrypoint: vec!["/bin/sh".into()] };
+        let built = build::build(&opts).unwrap();
+        let tar = self.c.dir.path().join("busybox.tar");
+        build::write_archive(&built, std::fs::File::create(&tar).unwrap()).unwrap();
+        let o = self.c.ctr(&["image", "import", tar.to_str().unwrap()]);
+        assert!(o.status.success(), "import {name}: {}", text(&o));
+    }
+
     fn ctr(&self, args: &[&str]) -> Output {
         self.c.ctr(args)
     }
@@ -407,4 +419,81 @@ fn a_pod_network_namespace_is_where_http_is_served() {
     env.wait_status("inpod", "STOPPED");
     assert!(env.ctr(&["task", "rm", "inpod"]).status.success());
     assert!(env.ctr(&["container", "rm", "inpod"]).status.success());
+}
+
+const BUSYBOX: &str = "example.com/busybox:1";
+
+#[test]
+fn native_busybox_containers_run_through_berth() {
+    let env = Env::new(&[]);
+    env.import_busybox(BUSYBOX);
+    let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, BUSYBOX, "bb1", "echo", "hello"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello\n", "{}", text(&o));
+    let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, BUSYBOX, "bb2", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "err\n");
+    // No descriptor of the shim (or its helper) leaks into the container:
+    // the shell's own fds are exactly 0, 1 and 2. (`; true` keeps the
+    // shell from exec'ing ls, whose own directory fd would show.)
+    let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, BUSYBOX, "bb3", "sh", "-c", "ls /proc/$$/fd; true"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).split_whitespace().collect::<Vec<_>>(), ["0", "1", "2"], "{}", text(&o));
+    // It is a container: its own pid namespace (it is pid 1) and hostname.
+    let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, BUSYBOX, "bb4", "sh", "-c", "echo $$"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1", "{}", text(&o));
+    // Kill: SIGKILL ends it with 137; the task's pid is the container's process.
+    let child = env.spawn_run(&["--rm", "--runtime", RUNTIME, BUSYBOX, "bb5", "sleep", "1000"]);
+    env.wait_status("bb5", "RUNNING");
+    let ps = env.ctr(&["task", "ps", "bb5"]);
+    let shim = env.shims();
+    assert!(!String::from_utf8_lossy(&ps.stdout).lines().skip(1).any(|l| shim.iter().any(|s| l.split_whitespace().next() == Some(&s.to_string()))), "the task's processes are not the shim: {}", text(&ps));
+    assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "bb5"]).status.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(137), "{}", text(&o));
+    // A shell that traps SIGTERM exits on it.
+    let child = env.spawn_run(&["--rm", "--runtime", RUNTIME, BUSYBOX, "bb6", "sh", "-c", "trap 'exit 43' TERM; echo ready; while :; do sleep 0.1; done"]);
+    env.wait_status("bb6", "RUNNING");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(env.ctr(&["task", "kill", "bb6"]).status.success());
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(43));
+    // Nothing is left behind: no shim, no state.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.shims().is_empty() {
+        assert!(Instant::now() < deadline, "shims still running: {:?}", env.shims());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let state = Path::new("/run/berth/native/berth-test");
+    let left: Vec<_> = std::fs::read_dir(state).map(|d| d.flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().starts_with("bb")).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "native state left: {left:?}");
+}
+
+#[test]
+fn a_group_mixes_native_and_wasm_containers_in_one_shim() {
+    let env = Env::new(&[(guests::WAT_SLEEP, "example.com/sleep:1")]);
+    env.import_busybox(BUSYBOX);
+    let group = "berth.dev/group=mixed";
+    let o = env.ctr(&["run", "-d", "--runtime", RUNTIME, "--annotation", group, BUSYBOX, "pause", "sleep", "1000"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for id in ["w1", "w2"] {
+        let o = env.ctr(&["run", "-d", "--runtime", RUNTIME, "--annotation", group, "example.com/sleep:1", id]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    for id in ["pause", "w1", "w2"] {
+        env.wait_status(id, "RUNNING");
+    }
+    assert_eq!(env.shims().len(), 1, "one shim serves the group");
+    assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "pause"]).status.success());
+    env.wait_status("pause", "STOPPED");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(env.task_status("w1").as_deref(), Some("RUNNING"));
+    assert_eq!(env.task_status("w2").as_deref(), Some("RUNNING"));
+    for id in ["w1", "w2"] {
+        assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", id]).status.success());
+        env.wait_status(id, "STOPPED");
+    }
+    for id in ["pause", "w1", "w2"] {
+        assert!(env.ctr(&["task", "rm", id]).status.success());
+        assert!(env.ctr(&["container", "rm", id]).status.success());
+    }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`guests`]: paths of the guest programs from `guest-examples/`, built
 //!   for wasm by this crate's build script.
+//! - [`busybox`]: a static busybox rootfs for native containers.
 //! - [`containerd`]: a private containerd started and stopped by a test.
 //! - [`oci`]: hand-assembled image archives, malformed ones included.
 //! - [`rawtar`]: hand-made (hostile) tar streams.
@@ -14,6 +15,7 @@ pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
 
+pub mod busybox;
 pub mod containerd;
 pub mod oci;
 pub mod rawtar;

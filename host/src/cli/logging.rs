@@ -1,5 +1,7 @@
 //! tracing subscriber for the `berth` command: `BERTH_LOG` filter
-//! (EnvFilter syntax, default `warn`), text or JSON lines on stderr.
+//! (EnvFilter syntax, default `warn`, with libcontainer's and libcgroups'
+//! notes about optional kernel features at `error`), text or JSON lines on
+//! stderr.
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -8,8 +10,12 @@ pub enum LogFormat {
     Json,
 }
 
+/// The default filter: warnings, but not libcontainer's and libcgroups'
+/// warnings about controllers and capabilities this host lacks.
+pub const DEFAULT_FILTER: &str = "warn,libcontainer=error,libcgroups=error";
+
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -3,6 +3,7 @@ mod compile;
 mod image;
 mod install;
 mod logging;
+mod native;
 mod run;
 mod serve;
 mod size;

@@ -58,7 +58,15 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> Result<i32> {
     let max_module = parse_size(&args.max_module_size).context("--max-module-size")?;
     let plan = match &args.bundle {
-        Some(dir) => bundle_plan(&args, dir)?,
+        Some(dir) => {
+            let d = berth_host::oci::detect::detect(dir, &bundle::load_spec(dir)?)?;
+            tracing::debug!(bundle = %dir.display(), kind = ?d.kind, reason = %d.reason, "runtime chosen");
+            if d.kind == berth_host::oci::detect::Kind::Native {
+                refuse_cli_grants(&args)?;
+                return super::native::run(dir, &d.reason);
+            }
+            bundle_plan(&args, dir)?
+        }
         None => match image_target(&args)? {
             Some(store) => image_plan(&args, &store)?,
             None => file_plan(&args)?,
@@ -210,7 +218,8 @@ fn set_env(plan: &mut RunPlan, key: &str, value: String) {
     plan.env.push((key.to_string(), value));
 }
 
-fn bundle_plan(args: &RunArgs, dir: &Path) -> Result<RunPlan> {
+/// A bundle's grants are in its config.json, never on the command line.
+fn refuse_cli_grants(args: &RunArgs) -> Result<()> {
     if !args.command.is_empty() {
         bail!("--bundle takes its command from config.json (process.args); remove {:?}", args.command.join(" "));
     }
@@ -218,6 +227,11 @@ fn bundle_plan(args: &RunArgs, dir: &Path) -> Result<RunPlan> {
     if grants {
         bail!("--dir, --env and --net-* cannot be combined with --bundle; grant them in config.json (mounts, process.env, berth.dev/net-* annotations)");
     }
+    Ok(())
+}
+
+fn bundle_plan(args: &RunArgs, dir: &Path) -> Result<RunPlan> {
+    refuse_cli_grants(args)?;
     let mut plan = bundle::plan_from_bundle(dir)?;
     plan.allow_precompiled = args.allow_precompiled;
     apply_limits(args, &mut plan)?;

@@ -5,5 +5,6 @@
 
 pub mod annotations;
 pub mod bundle;
+pub mod detect;
 pub mod entry;
 pub mod image;

@@ -1,0 +1,206 @@
+//! Native containers: Linux namespace containers for native entrypoints
+//! (a pod's pause, sidecars, ordinary images), built with youki's
+//! `libcontainer` from the bundle's `config.json`: namespaces, pivot_root,
+//! masked and read-only paths, capabilities, rlimits, no_new_privileges,
+//! seccomp, hooks and cgroups (v1 and v2) as the spec says.
+//!
+//! Creating a container forks and runs Rust in the children, which is only
+//! sound in a single-threaded process. [`create`] and [`exec`] must
+//! therefore run in one: the `berth` command before it starts any thread,
+//! or the helper the shim re-executes itself as ([`helper_main`]). Every
+//! other operation here only signals, reads state or removes files, and is
+//! safe from any thread.
+//!
+//! The container's processes outlive the process that created them: its
+//! creator must be a child subreaper ([`become_subreaper`]) to wait for them.
+use libcgroups::common::{CgroupConfig, CgroupManager};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::syscall::syscall::SyscallType;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+/// The argv[1] that makes the shim binary the native helper.
+pub const HELPER_ARG: &str = "__berth-native";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NativeError {
+    #[error("native container {id}: {what}: {reason}")]
+    Op { id: String, what: &'static str, reason: String },
+    #[error("native container {id}: opening {path} for its stdio: {reason}")]
+    Stdio { id: String, path: String, reason: String },
+}
+
+fn op<'a>(id: &'a str, what: &'static str) -> impl Fn(libcontainer::error::LibcontainerError) -> NativeError + 'a {
+    move |e| NativeError::Op { id: id.to_string(), what, reason: format!("{e}") }
+}
+
+/// Where native containers' state lives (libcontainer's root).
+pub fn default_state_root() -> PathBuf {
+    PathBuf::from("/run/berth/native")
+}
+
+/// Makes this process the reaper of its orphaned descendants, so that it
+/// can wait for the containers it creates.
+pub fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only sets a flag on this process.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A wait status as a shell would report it: the exit code, or 128+signal.
+pub fn exit_status(status: i32) -> i32 {
+    if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        libc::WEXITSTATUS(status)
+    }
+}
+
+/// What a new container's process reads and writes.
+#[derive(Default)]
+pub struct StdioFds {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+pub struct CreateRequest<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub state_root: &'a Path,
+    pub stdio: StdioFds,
+    /// A Unix socket to send the container's terminal (pty master) to.
+    pub console_socket: Option<PathBuf>,
+}
+
+/// Creates the container; its process waits for [`start`]. Returns the
+/// process's pid (in berth's pid namespace).
+///
+/// Must be called from a single-threaded process (see the module docs).
+pub fn create(req: CreateRequest<'_>) -> Result<i32, NativeError> {
+    let id = req.id;
+    std::fs::create_dir_all(req.state_root).map_err(|e| NativeError::Op { id: id.into(), what: "creating its state directory", reason: format!("{}: {e}", req.state_root.display()) })?;
+    let b = builder(id, req.state_root, req.stdio, req.console_socket)?;
+    let c = b.validate_id().map_err(op(id, "checking its id"))?.as_init(req.bundle).with_systemd(false).with_detach(true).build().map_err(op(id, "creating it"))?;
+    c.pid().map(|p| p.as_raw()).ok_or_else(|| NativeError::Op { id: id.into(), what: "creating it", reason: "no process was left running".into() })
+}
+
+/// A builder for container `id` with its state under `state_root` and the
+/// given stdio and console socket.
+fn builder(id: &str, state_root: &Path, stdio: StdioFds, console_socket: Option<PathBuf>) -> Result<ContainerBuilder, NativeError> {
+    let mut b = ContainerBuilder::new(id.to_string(), SyscallType::Linux).with_root_path(state_root).map_err(op(id, "setting up its state"))?.with_console_socket(console_socket.as_deref());
+    let StdioFds { stdin, stdout, stderr } = stdio;
+    if let Some(f) = stdin {
+        b = b.with_stdin(f);
+    }
+    if let Some(f) = stdout {
+        b = b.with_stdout(f);
+    }
+    if let Some(f) = stderr {
+        b = b.with_stderr(f);
+    }
+    Ok(b)
+}
+
+fn load(state_root: &Path, id: &str) -> Result<Container, NativeError> {
+    Container::load(state_root.join(id)).map_err(op(id, "loading its state"))
+}
+
+/// Lets a created container's process run its program.
+pub fn start(state_root: &Path, id: &str) -> Result<(), NativeError> {
+    load(state_root, id)?.start().map_err(op(id, "starting it"))
+}
+
+/// Sends `signal` to the container's process, or to all its processes.
+/// A container that has already stopped is left alone.
+pub fn kill(state_root: &Path, id: &str, signal: i32, all: bool) -> Result<(), NativeError> {
+    let mut c = load(state_root, id)?;
+    let sig = libcontainer::signal::Signal::try_from(signal).map_err(|e| NativeError::Op { id: id.into(), what: "reading the signal", reason: e.to_string() })?;
+    c.refresh_status().map_err(op(id, "reading its status"))?;
+    if c.status() == ContainerStatus::Stopped && !all {
+        return Ok(());
+    }
+    c.kill(sig, all).map_err(op(id, "signalling it"))
+}
+
+/// Removes the container's cgroup and state (after running its poststop
+/// hooks); its processes are killed first if any remain.
+pub fn delete(state_root: &Path, id: &str) -> Result<(), NativeError> {
+    match Container::load(state_root.join(id)) {
+        Ok(mut c) => c.delete(true).map_err(op(id, "deleting it")),
+        // Never created (or already deleted): nothing to undo.
+        Err(_) if !state_root.join(id).exists() => Ok(()),
+        Err(e) => Err(op(id, "loading its state")(e)),
+    }
+}
+
+fn cgroup(state_root: &Path, id: &str) -> Result<libcgroups::common::AnyCgroupManager, NativeError> {
+    let c = load(state_root, id)?;
+    let cfg = c.spec().map_err(op(id, "reading its config"))?;
+    libcgroups::common::create_cgroup_manager(CgroupConfig { cgroup_path: cfg.cgroup_path, systemd_cgroup: false, container_name: id.to_string() })
+        .map_err(|e| NativeError::Op { id: id.into(), what: "opening its cgroup", reason: e.to_string() })
+}
+
+/// Every process in the container's cgroup.
+pub fn pids(state_root: &Path, id: &str) -> Result<Vec<i32>, NativeError> {
+    let m = cgroup(state_root, id)?;
+    let pids = m.get_all_pids().map_err(|e| NativeError::Op { id: id.into(), what: "listing its processes", reason: e.to_string() })?;
+    Ok(pids.into_iter().map(|p| p.as_raw()).collect())
+}
+
+/// Memory in use (bytes) and CPU time used (ns), from the cgroup.
+pub fn usage(state_root: &Path, id: &str) -> Result<(u64, u64), NativeError> {
+    let m = cgroup(state_root, id)?;
+    let s = m.stats().map_err(|e| NativeError::Op { id: id.into(), what: "reading its cgroup stats", reason: e.to_string() })?;
+    Ok((s.memory.memory.usage, s.cpu.usage.usage_total))
+}
+
+/// Runs another process (an OCI process JSON at `process`) in a running
+/// container, detached; returns its pid.
+///
+/// Must be called from a single-threaded process (see the module docs).
+pub fn exec(state_root: &Path, id: &str, process: &Path, stdio: StdioFds, console_socket: Option<PathBuf>) -> Result<i32, NativeError> {
+    let b = builder(id, state_root, stdio, console_socket)?;
+    let pid = b.as_tenant().with_process(Some(process)).with_detach(true).build().map_err(op(id, "running a process in it"))?;
+    Ok(pid.as_raw())
+}
+
+/// The helper the shim re-executes itself as (`argv[1]` = [`HELPER_ARG`]),
+/// single-threaded, to create containers and exec processes:
+///
+/// `create ID BUNDLE STATE_ROOT STDIN STDOUT STDERR [CONSOLE_SOCKET]`
+/// `exec ID PROCESS_JSON STATE_ROOT STDIN STDOUT STDERR [CONSOLE_SOCKET]`
+///
+/// Stdio paths may be empty (`/dev/null`). Prints the new process's pid on
+/// stdout; on failure, one line on stderr and exit status 1.
+pub fn helper_main(args: &[String]) -> i32 {
+    let result = (|| -> Result<i32, NativeError> {
+        let [verb, id, path, root, i, o, e, rest @ ..] = args else {
+            return Err(NativeError::Op { id: String::new(), what: "parsing the helper's arguments", reason: format!("{args:?}") });
+        };
+        let open = |p: &String, write: bool| -> Result<Option<OwnedFd>, NativeError> {
+            let p = if p.is_empty() { "/dev/null" } else { p.as_str() };
+            crate::wasm::open_stdio(Path::new(p), write).map(|f| Some(f.into())).map_err(|err| NativeError::Stdio { id: id.clone(), path: p.to_string(), reason: err.to_string() })
+        };
+        let stdio = StdioFds { stdin: open(i, false)?, stdout: open(o, true)?, stderr: open(e, true)? };
+        let console = rest.first().filter(|s| !s.is_empty()).map(PathBuf::from);
+        match verb.as_str() {
+            "create" => create(CreateRequest { id, bundle: Path::new(path), state_root: Path::new(root), stdio, console_socket: console }),
+            "exec" => exec(Path::new(root), id, Path::new(path), stdio, console),
+            other => Err(NativeError::Op { id: id.clone(), what: "parsing the helper's arguments", reason: format!("unknown verb {other:?}") }),
+        }
+    })();
+    match result {
+        Ok(pid) => {
+            println!("{pid}");
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
