@@ -1,40 +1,20 @@
 //! One wasm container inside the shim: its plan and compiled code, its
 //! state (created, running, stopped), its exit, and the tokio task that
 //! runs it.
+use crate::exec::Exec;
+pub use crate::lifecycle::{timestamp, Exited, Status};
+use crate::lifecycle::Lifecycle;
 use berth_host::oci::{bundle, detect};
 use berth_host::plan::{RunPlan, Stdio};
 use berth_host::oci::annotations::DEFAULT_HTTP_ADDR;
 use berth_host::wasm::http::{self, HttpService};
 use berth_host::wasm::{server, Exit, Interrupt, Meter, Prepared, Reason, Runtime};
 use containerd_shim_protos::api::Mount;
-use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use futures::FutureExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::collections::HashMap;
 use tokio::sync::watch;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Created,
-    Running,
-    Stopped,
-}
-
-/// How a container ended.
-#[derive(Debug, Clone, Copy)]
-pub struct Exited {
-    pub status: u32,
-    pub at: SystemTime,
-}
-
-pub fn timestamp(t: SystemTime) -> Timestamp {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let mut ts = Timestamp::new();
-    ts.seconds = d.as_secs() as i64;
-    ts.nanos = d.subsec_nanos() as i32;
-    ts
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
@@ -93,8 +73,9 @@ pub struct Container {
     job: Job,
     interrupt: Interrupt,
     pub meter: Arc<Meter>,
-    status: Mutex<Status>,
-    exited: watch::Sender<Option<Exited>>,
+    life: Lifecycle,
+    /// Processes exec'd into a native container, by exec id.
+    execs: Mutex<HashMap<String, Arc<Exec>>>,
     mounted: bool,
     /// Our own handle on the stderr FIFO, held until the guest has exited
     /// so that runtime messages (a trap) reach the reader before its EOF.
@@ -156,8 +137,8 @@ impl Container {
             job,
             interrupt: Interrupt::new(),
             meter: Arc::new(Meter::default()),
-            status: Mutex::new(Status::Created),
-            exited: watch::channel(None).0,
+            life: Lifecycle::default(),
+            execs: Mutex::default(),
             mounted,
             stderr: Mutex::new(stderr),
             pod,
@@ -171,17 +152,9 @@ impl Container {
         if req.terminal {
             return Err(CreateError::NativeTerminal { id });
         }
-        let mut cmd = std::process::Command::new("/proc/self/exe");
-        cmd.arg(berth_host::native::HELPER_ARG).arg("create").arg(&id).arg(req.bundle).arg(&req.native_root).args(&req.stdio);
-        let out = tokio::task::spawn_blocking(move || cmd.output()).await.expect("helper task").map_err(|e| CreateError::Native(format!("container {id}: running the native helper: {e}")))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let pid = match (out.status.success(), text.trim().parse::<i32>()) {
-            (true, Ok(pid)) if pid > 0 => pid,
-            _ => {
-                let err = String::from_utf8_lossy(&out.stderr);
-                return Err(CreateError::Native(err.lines().last().unwrap_or("the native helper failed").to_string()));
-            }
-        };
+        let mut cmd = crate::exec::helper("create");
+        cmd.arg(&id).arg(req.bundle).arg(&req.native_root).args(&req.stdio);
+        let pid = crate::exec::run_helper(cmd).await.map_err(|e| CreateError::Native(format!("container {id}: {e}")))?;
         let exit = crate::reaper::watch(pid);
         tracing::info!(container_id = %id, pid, "native container created");
         Ok(Job::Native { pid, root: req.native_root.clone(), exit: Mutex::new(Some(exit)) })
@@ -225,27 +198,23 @@ impl Container {
     }
 
     pub fn status(&self) -> Status {
-        *self.status.lock().unwrap()
+        self.life.status()
     }
 
     pub fn exited(&self) -> Option<Exited> {
-        *self.exited.borrow()
+        self.life.exited()
     }
 
     /// Starts the guest on the shim's executor (a native container's
     /// process in its namespaces). `on_exit` runs once when it ends, however
     /// it ends (exit, trap, kill, panic).
     pub fn start(self: &Arc<Self>, runtime: Arc<Runtime>, on_exit: impl FnOnce(Exited) + Send + 'static) -> Result<(), String> {
-        {
-            let mut s = self.status.lock().unwrap();
-            if *s != Status::Created {
-                return Err(format!("container {} was already started", self.id));
-            }
-            *s = Status::Running;
+        if !self.life.begin() {
+            return Err(format!("container {} was already started", self.id));
         }
         if let Job::Native { root, exit, .. } = &self.job {
             if let Err(e) = berth_host::native::start(root, &self.id) {
-                *self.status.lock().unwrap() = Status::Created;
+                self.life.unbegin();
                 return Err(e.to_string());
             }
             let exit = exit.lock().unwrap().take();
@@ -371,14 +340,9 @@ impl Container {
 
     /// Records the exit once; later calls return the first one.
     fn finish(&self, status: u32) -> Exited {
-        *self.status.lock().unwrap() = Status::Stopped;
+        let e = self.life.finish(status);
         self.stderr.lock().unwrap().take();
-        let mut out = Exited { status, at: SystemTime::now() };
-        self.exited.send_modify(|e| match e {
-            Some(first) => out = *first,
-            None => *e = Some(out),
-        });
-        out
+        e
     }
 
     /// A message on the container's stderr (as a runtime error would be).
@@ -417,8 +381,7 @@ impl Container {
         if signal == 0 {
             return None;
         }
-        let mut s = self.status.lock().unwrap();
-        match *s {
+        let created = self.life.with_status(|s| match *s {
             Status::Running => {
                 match &self.job {
                     Job::Run { .. } => self.interrupt.trigger(Reason::Signal(signal as i32)),
@@ -431,22 +394,60 @@ impl Container {
                     }
                     Job::Native { .. } => unreachable!("handled in kill"),
                 }
-                None
+                false
             }
             Status::Created => {
                 *s = Status::Stopped;
-                drop(s);
-                Some(self.finish(128 + signal))
+                true
             }
-            Status::Stopped => None,
-        }
+            Status::Stopped => false,
+        });
+        created.then(|| self.finish(128 + signal))
     }
 
     /// Waits until the container has exited.
     pub async fn wait(&self) -> Exited {
-        let mut rx = self.exited.subscribe();
-        let e = rx.wait_for(|e| e.is_some()).await.expect("sender lives in self");
-        e.expect("checked")
+        self.life.wait().await
+    }
+
+    /// Adds an exec process (from containerd's Exec): native containers only.
+    pub fn add_exec(&self, exec_id: &str, stdio: [String; 3], terminal: bool, process_json: &[u8]) -> Result<(), String> {
+        if !matches!(self.job, Job::Native { .. }) {
+            return Err(format!("container {}: exec is not supported for wasm containers (a wasm guest has no processes to join)", self.id));
+        }
+        if terminal {
+            return Err(format!("container {}: exec with a terminal (-t) is not supported for native containers yet; exec without -t", self.id));
+        }
+        if self.status() != Status::Running {
+            return Err(format!("container {} is not running; exec needs a running container", self.id));
+        }
+        let mut execs = self.execs.lock().unwrap();
+        if execs.contains_key(exec_id) {
+            return Err(format!("exec {exec_id} already exists in container {}", self.id));
+        }
+        let e = Exec::new(&self.bundle, exec_id, stdio, process_json)?;
+        execs.insert(exec_id.to_string(), Arc::new(e));
+        Ok(())
+    }
+
+    pub fn exec(&self, exec_id: &str) -> Option<Arc<Exec>> {
+        self.execs.lock().unwrap().get(exec_id).cloned()
+    }
+
+    /// Forgets an exec process (its Delete).
+    pub fn remove_exec(&self, exec_id: &str) -> Option<Arc<Exec>> {
+        let e = self.execs.lock().unwrap().remove(exec_id);
+        if let Some(e) = &e {
+            e.remove_files();
+        }
+        e
+    }
+
+    /// Runs a created exec process in the container; `on_exit` runs when
+    /// it ends. Returns its pid.
+    pub async fn start_exec(&self, exec: &Arc<Exec>, on_exit: impl FnOnce(Exited) + Send + 'static) -> Result<u32, String> {
+        let Job::Native { root, .. } = &self.job else { return Err(format!("container {}: exec is not supported for wasm containers", self.id)) };
+        exec.start(&self.id, root, on_exit).await
     }
 
     /// Releases what the container holds on the host: a native container's

@@ -3,6 +3,8 @@
 //! containers (a pod, a `berth.dev/group`, or one container) and runs their
 //! wasm guests in-process on one shared engine.
 mod container;
+mod exec;
+mod lifecycle;
 mod logging;
 mod reaper;
 mod service;

@@ -7,7 +7,8 @@ use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::TtrpcResult;
 use containerd_shim_protos::api::{self, Empty};
-use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskStart};
+use crate::exec::Exec;
+use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskStart};
 use containerd_shim_protos::protobuf::MessageDyn;
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext, Code};
@@ -49,10 +50,7 @@ impl TaskService {
         r.clone().map_err(|e| status(Code::INTERNAL, e))
     }
 
-    fn get(&self, id: &str, exec_id: &str) -> TtrpcResult<Arc<Container>> {
-        if !exec_id.is_empty() {
-            return Err(status(Code::NOT_FOUND, format!("exec process {exec_id} of container {id}: wasm containers have no exec processes")));
-        }
+    fn get(&self, id: &str) -> TtrpcResult<Arc<Container>> {
         self.0.containers.lock().unwrap().get(id).cloned().ok_or_else(|| status(Code::NOT_FOUND, format!("container {id} not found in this shim")))
     }
 
@@ -61,6 +59,16 @@ impl TaskService {
         if let Err(e) = self.0.publisher.publish(ctx, topic, &self.0.namespace, event).await {
             tracing::warn!(topic, error = %e, "publishing an event to containerd failed");
         }
+    }
+
+    /// The container `id` and, when `exec_id` is set, that exec process.
+    fn get_exec(&self, id: &str, exec_id: &str) -> TtrpcResult<(Arc<Container>, Option<Arc<Exec>>)> {
+        let c = self.get(id)?;
+        if exec_id.is_empty() {
+            return Ok((c, None));
+        }
+        let e = c.exec(exec_id).ok_or_else(|| status(Code::NOT_FOUND, format!("exec process {exec_id} not found in container {id}")))?;
+        Ok((c, Some(e)))
     }
 
     fn exit_event(c: &Container, e: Exited) -> TaskExit {
@@ -75,6 +83,14 @@ impl TaskService {
     }
 }
 
+
+fn proto_status(s: Status) -> api::Status {
+    match s {
+        Status::Created => api::Status::CREATED,
+        Status::Running => api::Status::RUNNING,
+        Status::Stopped => api::Status::STOPPED,
+    }
+}
 
 fn unsupported(what: &str) -> ttrpc::Error {
     status(Code::UNIMPLEMENTED, format!("{what} is not supported for wasm containers in berth"))
@@ -121,7 +137,19 @@ impl Task for TaskService {
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
-        let c = self.get(&req.id, &req.exec_id)?;
+        let (c, exec) = self.get_exec(&req.id, &req.exec_id)?;
+        if let Some(e) = exec {
+            let (svc, cid, eid, proc_) = (self.clone(), req.id.clone(), req.exec_id.clone(), e.clone());
+            let pid = c
+                .start_exec(&e, move |x| {
+                    let ev = TaskExit { container_id: cid, id: eid, pid: proc_.pid(), exit_status: x.status, exited_at: Some(timestamp(x.at)).into(), ..Default::default() };
+                    tokio::spawn(async move { svc.publish("/tasks/exit", Box::new(ev)).await });
+                })
+                .await
+                .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
+            self.publish("/tasks/exec-started", Box::new(TaskExecStarted { container_id: req.id.clone(), exec_id: req.exec_id.clone(), pid, ..Default::default() })).await;
+            return Ok(api::StartResponse { pid, ..Default::default() });
+        }
         let (svc, exited) = (self.clone(), c.clone());
         c.start(self.runtime()?, move |e| {
             tokio::spawn(async move { svc.publish("/tasks/exit", Box::new(TaskService::exit_event(&exited, e))).await });
@@ -132,7 +160,11 @@ impl Task for TaskService {
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
-        let c = self.get(&req.id, &req.exec_id)?;
+        let (c, exec) = self.get_exec(&req.id, &req.exec_id)?;
+        if let Some(e) = exec {
+            e.kill(req.signal).map_err(|e| status(Code::INTERNAL, e))?;
+            return Ok(Empty::new());
+        }
         tracing::info!(container_id = %req.id, pod_id = %c.pod, signal = req.signal, "kill");
         if let Some(e) = c.kill(req.signal, req.all).await.map_err(|e| status(Code::INTERNAL, e))? {
             self.publish("/tasks/exit", Box::new(TaskService::exit_event(&c, e))).await;
@@ -141,13 +173,24 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
-        let c = self.get(&req.id, &req.exec_id)?;
-        let e = c.wait().await;
+        let (c, exec) = self.get_exec(&req.id, &req.exec_id)?;
+        let e = match exec {
+            Some(e) => e.life.wait().await,
+            None => c.wait().await,
+        };
         Ok(api::WaitResponse { exit_status: e.status, exited_at: Some(timestamp(e.at)).into(), ..Default::default() })
     }
 
     async fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> TtrpcResult<api::DeleteResponse> {
-        let c = self.get(&req.id, &req.exec_id)?;
+        let (c, exec) = self.get_exec(&req.id, &req.exec_id)?;
+        if let Some(e) = exec {
+            if e.life.status() == Status::Running {
+                return Err(status(Code::FAILED_PRECONDITION, format!("exec process {} is running; kill it before deleting it", req.exec_id)));
+            }
+            let x = e.life.exited().unwrap_or_else(|| e.life.finish(0));
+            c.remove_exec(&req.exec_id);
+            return Ok(api::DeleteResponse { pid: e.pid(), exit_status: x.status, exited_at: Some(timestamp(x.at)).into(), ..Default::default() });
+        }
         if c.status() == Status::Running {
             return Err(status(Code::FAILED_PRECONDITION, format!("container {} is running; kill it before deleting it", req.id)));
         }
@@ -166,12 +209,26 @@ impl Task for TaskService {
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
-        let c = self.get(&req.id, &req.exec_id)?;
-        let st = match c.status() {
-            Status::Created => api::Status::CREATED,
-            Status::Running => api::Status::RUNNING,
-            Status::Stopped => api::Status::STOPPED,
-        };
+        let (c, exec) = self.get_exec(&req.id, &req.exec_id)?;
+        if let Some(e) = exec {
+            let mut r = api::StateResponse {
+                id: req.id.clone(),
+                exec_id: e.id.clone(),
+                bundle: c.bundle.display().to_string(),
+                pid: e.pid(),
+                status: proto_status(e.life.status()).into(),
+                stdin: e.stdio[0].clone(),
+                stdout: e.stdio[1].clone(),
+                stderr: e.stdio[2].clone(),
+                ..Default::default()
+            };
+            if let Some(x) = e.life.exited() {
+                r.exit_status = x.status;
+                r.exited_at = Some(timestamp(x.at)).into();
+            }
+            return Ok(r);
+        }
+        let st = proto_status(c.status());
         let mut r = api::StateResponse {
             id: c.id.clone(),
             bundle: c.bundle.display().to_string(),
@@ -190,14 +247,14 @@ impl Task for TaskService {
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
-        let c = self.get(&req.id, "")?;
+        let c = self.get(&req.id)?;
         let processes = c.pids().into_iter().map(|pid| containerd_shim_protos::api::ProcessInfo { pid, ..Default::default() }).collect();
         Ok(api::PidsResponse { processes, ..Default::default() })
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
         use containerd_shim_protos::cgroups::metrics::{CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics};
-        let c = self.get(&req.id, "")?;
+        let c = self.get(&req.id)?;
         let (mem, cpu) = c.usage();
         let m = Metrics {
             memory: Some(MemoryStat { usage: Some(MemoryEntry { usage: mem, max: mem, ..Default::default() }).into(), rss: mem, ..Default::default() }).into(),
@@ -209,7 +266,7 @@ impl Task for TaskService {
     }
 
     async fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> TtrpcResult<api::ConnectResponse> {
-        let c = self.get(&req.id, "")?;
+        let c = self.get(&req.id)?;
         Ok(api::ConnectResponse { shim_pid: std::process::id(), task_pid: c.pid(), version: env!("CARGO_PKG_VERSION").into(), ..Default::default() })
     }
 
@@ -225,12 +282,17 @@ impl Task for TaskService {
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<Empty> {
-        self.get(&req.id, &req.exec_id)?;
+        self.get(&req.id)?;
         Ok(Empty::new())
     }
 
-    async fn exec(&self, _ctx: &TtrpcContext, _req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
-        Err(unsupported("exec"))
+    async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
+        let c = self.get(&req.id)?;
+        let spec = req.spec.as_ref().map(|a| a.value.clone()).unwrap_or_default();
+        c.add_exec(&req.exec_id, [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()], req.terminal, &spec).map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
+        tracing::info!(container_id = %req.id, exec_id = %req.exec_id, "exec added");
+        self.publish("/tasks/exec-added", Box::new(TaskExecAdded { container_id: req.id.clone(), exec_id: req.exec_id.clone(), ..Default::default() })).await;
+        Ok(Empty::new())
     }
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, _req: api::ResizePtyRequest) -> TtrpcResult<Empty> {

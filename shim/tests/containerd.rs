@@ -451,6 +451,21 @@ fn native_busybox_containers_run_through_berth() {
     assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "bb5"]).status.success());
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(137), "{}", text(&o));
+    // Exec: processes run inside the running container (its pid namespace
+    // and rootfs), with their own exit codes.
+    let o = env.ctr(&["run", "-d", "--runtime", RUNTIME, BUSYBOX, "bb7", "sleep", "1000"]);
+    assert!(o.status.success(), "{}", text(&o));
+    env.wait_status("bb7", "RUNNING");
+    let o = env.ctr(&["task", "exec", "--exec-id", "sh1", "bb7", "sh", "-c", "echo in-exec; ls /; ps -o pid,comm | grep -c sleep; exit 5"]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("in-exec\n") && out.contains("bin\n") && out.ends_with("1\n"), "{}", text(&o));
+    let o = env.ctr(&["task", "exec", "--exec-id", "sh2", "bb7", "cat", "/proc/1/cmdline"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "sleep\x001000\x00", "pid 1 of the exec's pid namespace is the container's: {}", text(&o));
+    assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "bb7"]).status.success());
+    env.wait_status("bb7", "STOPPED");
+    assert!(env.ctr(&["task", "rm", "bb7"]).status.success());
+    assert!(env.ctr(&["container", "rm", "bb7"]).status.success());
     // A shell that traps SIGTERM exits on it.
     let child = env.spawn_run(&["--rm", "--runtime", RUNTIME, BUSYBOX, "bb6", "sh", "-c", "trap 'exit 43' TERM; echo ready; while :; do sleep 0.1; done"]);
     env.wait_status("bb6", "RUNNING");
@@ -483,6 +498,9 @@ fn a_group_mixes_native_and_wasm_containers_in_one_shim() {
         env.wait_status(id, "RUNNING");
     }
     assert_eq!(env.shims().len(), 1, "one shim serves the group");
+    // Exec into a wasm container is refused, saying why.
+    let o = env.ctr(&["task", "exec", "--exec-id", "x", "w1", "/bin/sh"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not supported for wasm containers"), "{}", text(&o));
     assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "pause"]).status.success());
     env.wait_status("pause", "STOPPED");
     std::thread::sleep(Duration::from_millis(200));
