@@ -22,3 +22,18 @@ pub fn rootfs(root: &Path) {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
 }
+
+/// A native bundle in `dir`: a busybox rootfs and the default runtime spec
+/// (namespaces, masked and read-only paths, capabilities as `runc spec`
+/// makes them) running `args`, changed by `tweak`.
+pub fn bundle(dir: &Path, args: &[&str], tweak: impl FnOnce(&mut oci_spec::runtime::Spec)) {
+    rootfs(&dir.join("rootfs"));
+    let mut spec = oci_spec::runtime::Spec::default();
+    spec.set_root(Some(oci_spec::runtime::RootBuilder::default().path("rootfs").readonly(false).build().unwrap()));
+    let mut process = spec.process().clone().unwrap();
+    process.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
+    process.set_env(Some(vec!["PATH=/bin".into()]));
+    spec.set_process(Some(process));
+    tweak(&mut spec);
+    spec.save(dir.join("config.json")).unwrap();
+}

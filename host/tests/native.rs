@@ -1,0 +1,136 @@
+//! Native bundles through `berth run --bundle` (the same libcontainer path
+//! the shim takes), and attacks of the classes that hit runc and youki,
+//! made from inside the container. Needs root (namespaces, cgroups).
+mod common;
+use berth_tests::busybox;
+use common::Berth;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+fn run(b: &Berth, bundle: &Path) -> common::Out {
+    b.run(&["run", "--bundle", bundle.to_str().unwrap()])
+}
+
+#[test]
+fn a_native_bundle_runs_as_a_container_with_its_exit_code() {
+    let b = Berth::new();
+    let d = tempfile::tempdir().unwrap();
+    busybox::bundle(d.path(), &["sh", "-c", "echo hello from $(hostname) as pid $$; exit 7"], |s| {
+        s.set_hostname(Some("boxed".into()));
+    });
+    let o = run(&b, d.path());
+    o.expect_code(7);
+    assert_eq!(o.stdout, "hello from boxed as pid 1\n", "{}", o.stderr);
+    // Killed by a signal from outside: 128+signal, as a shell reports it.
+    let k = d.path().join("k");
+    busybox::bundle(&k, &["sleep", "100"], |_| {});
+    let mut child = b.cmd().args(["run", "--bundle", k.to_str().unwrap()]).spawn().unwrap();
+    let container = wait_for_child_of(child.id());
+    // SAFETY: SIGKILL to the container process this test started.
+    unsafe { libc::kill(container, libc::SIGKILL) };
+    assert_eq!(child.wait().unwrap().code(), Some(137));
+}
+
+/// The first child process of `parent` (the container berth started).
+fn wait_for_child_of(parent: u32) -> i32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ppid ...
+            let ppid = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)).and_then(|p| p.parse::<u32>().ok());
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if ppid == Some(parent) && comm.trim() == "sleep" {
+                return pid;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no container process under berth {parent}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn no_descriptor_of_berth_leaks_into_the_container() {
+    let b = Berth::new();
+    let d = tempfile::tempdir().unwrap();
+    busybox::bundle(d.path(), &["sh", "-c", "ls /proc/$$/fd; true"], |_| {});
+    // berth itself holds an extra inheritable descriptor (fd 7) on a host
+    // file when it starts: the container must not get it.
+    let secret = d.path().join("host-secret");
+    std::fs::write(&secret, "secret").unwrap();
+    let f = std::fs::File::open(&secret).unwrap();
+    let mut cmd = b.cmd();
+    cmd.args(["run", "--bundle", d.path().to_str().unwrap()]);
+    use std::os::fd::AsRawFd;
+    let raw = f.as_raw_fd();
+    // SAFETY: dup2 in the child before exec, on a descriptor open in the parent.
+    unsafe {
+        cmd.pre_exec(move || if libc::dup2(raw, 7) < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
+    }
+    let o = cmd.output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).split_whitespace().collect::<Vec<_>>(), ["0", "1", "2"], "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn masked_and_read_only_paths_hold() {
+    let b = Berth::new();
+    let d = tempfile::tempdir().unwrap();
+    // The default spec masks /proc/timer_list (and others) and makes
+    // /proc/sys read-only. On the host the file has content.
+    assert!(!std::fs::read("/proc/timer_list").unwrap().is_empty());
+    let script = "wc -c < /proc/timer_list; grep ' /proc/sys ' /proc/self/mountinfo";
+    busybox::bundle(d.path(), &["sh", "-c", script], |_| {});
+    let o = run(&b, d.path());
+    let mut lines = o.stdout.lines();
+    assert_eq!(lines.next(), Some("0"), "{o:?}");
+    let sys = lines.next().unwrap_or_default();
+    let opts = sys.split(' ').nth(5).unwrap_or_default();
+    assert!(opts.split(',').any(|o| o == "ro"), "/proc/sys is not read-only: {sys}");
+}
+
+#[test]
+fn the_working_directory_resolves_inside_the_rootfs() {
+    let b = Berth::new();
+    let d = tempfile::tempdir().unwrap();
+    // A host directory with a marker, and a rootfs symlink that names it
+    // absolutely: as the cwd, it must resolve inside the container.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("HOST-MARKER"), "x").unwrap();
+    busybox::bundle(d.path(), &["sh", "-c", "ls; pwd"], |s| {
+        let mut p = s.process().clone().unwrap();
+        p.set_cwd("/escape".into());
+        s.set_process(Some(p));
+    });
+    std::os::unix::fs::symlink(host.path(), d.path().join("rootfs/escape")).unwrap();
+    let o = run(&b, d.path());
+    assert!(!o.stdout.contains("HOST-MARKER"), "the host directory was reachable: {}", o.stdout);
+    // It resolved to a new directory inside the rootfs, or was refused.
+    if o.code == 0 {
+        assert!(d.path().join("rootfs").join(host.path().strip_prefix("/").unwrap()).is_dir(), "{o:?}");
+    }
+}
+
+#[test]
+fn symlinked_mount_targets_and_swapped_proc_stay_inside() {
+    let b = Berth::new();
+    let d = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let victim = host.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("keep"), "host file").unwrap();
+    // /proc in the rootfs is a symlink to the host directory: mounting proc
+    // "there" must not cover the host directory.
+    busybox::bundle(d.path(), &["true"], |_| {});
+    let rootfs = d.path().join("rootfs");
+    std::fs::remove_dir(rootfs.join("proc")).unwrap();
+    std::os::unix::fs::symlink(&victim, rootfs.join("proc")).unwrap();
+    // /dev/null swapped for a symlink to a host file.
+    std::fs::create_dir_all(rootfs.join("dev")).unwrap();
+    std::os::unix::fs::symlink(victim.join("keep"), rootfs.join("dev/null")).unwrap();
+    let _ = run(&b, d.path());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(victim.to_str().unwrap()), "something was mounted on the host directory:\n{mounts}");
+    assert_eq!(std::fs::read_to_string(victim.join("keep")).unwrap(), "host file");
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1, "the host directory changed");
+}
