@@ -25,14 +25,15 @@ fn a_native_bundle_runs_as_a_container_with_its_exit_code() {
     let k = d.path().join("k");
     busybox::bundle(&k, &["sleep", "100"], |_| {});
     let mut child = b.cmd().args(["run", "--bundle", k.to_str().unwrap()]).spawn().unwrap();
-    let container = wait_for_child_of(child.id());
+    let container = wait_for_child_of(child.id(), "sleep");
     // SAFETY: SIGKILL to the container process this test started.
     unsafe { libc::kill(container, libc::SIGKILL) };
     assert_eq!(child.wait().unwrap().code(), Some(137));
 }
 
-/// The first child process of `parent` (the container berth started).
-fn wait_for_child_of(parent: u32) -> i32 {
+/// The first child process of `parent` whose command line holds `arg` (the
+/// container berth started; not the helper that set it up).
+fn wait_for_child_of(parent: u32, arg: &str) -> i32 {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -40,8 +41,9 @@ fn wait_for_child_of(parent: u32) -> i32 {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             // pid (comm) state ppid ...
             let ppid = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)).and_then(|p| p.parse::<u32>().ok());
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if ppid == Some(parent) && comm.trim() == "sleep" {
+            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&str> = cmdline.split('\0').collect();
+            if ppid == Some(parent) && args.contains(&arg) && !args.contains(&berth_host::native::HELPER_ARG) {
                 return pid;
             }
         }
@@ -133,4 +135,58 @@ fn symlinked_mount_targets_and_swapped_proc_stay_inside() {
     assert!(!mounts.contains(victim.to_str().unwrap()), "something was mounted on the host directory:\n{mounts}");
     assert_eq!(std::fs::read_to_string(victim.join("keep")).unwrap(), "host file");
     assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1, "the host directory changed");
+}
+
+/// The class of CVE-2019-5736: the runtime's own binary, run inside the
+/// container (here: process.args[0] = /proc/self/exe, which resolves to
+/// whatever executable set the container up), is caught through
+/// `/proc/PID/exe` and written through once nothing runs it. berth sets
+/// containers up from a sealed in-memory copy of itself, so the write must
+/// fail and the binary on disk stay unchanged. The berth run here is a
+/// copy, so a successful attack would change only the copy.
+#[test]
+fn the_runtime_binary_cannot_be_overwritten_through_proc_exe() {
+    use std::io::Write;
+    let b = Berth::new();
+    let bin = tempfile::tempdir().unwrap();
+    let berth = bin.path().join("berth");
+    std::fs::copy(env!("CARGO_BIN_EXE_berth"), &berth).unwrap();
+    let before = std::fs::read(&berth).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    // The sandbox annotation makes it native without looking at args[0].
+    busybox::bundle(d.path(), &["/proc/self/exe", "run", "/sleep.wat"], |s| {
+        let mut a = std::collections::HashMap::new();
+        a.insert("io.kubernetes.cri.container-type".to_string(), "sandbox".to_string());
+        s.set_annotations(Some(a));
+        let mut p = s.process().clone().unwrap();
+        p.set_env(Some(vec!["PATH=/bin".into(), "BERTH_ROOT=/tmp/berth".into()]));
+        s.set_process(Some(p));
+    });
+    std::fs::copy(berth_tests::guests::WAT_SLEEP, d.path().join("rootfs/sleep.wat")).unwrap();
+    // The image brings the host's loader and libraries, so the runtime's
+    // binary can run in it (as the original exploit's image did).
+    let ldd = std::process::Command::new("ldd").arg(&berth).output().expect("ldd");
+    for lib in String::from_utf8_lossy(&ldd.stdout).split_whitespace().filter(|w| w.starts_with('/')) {
+        let dest = d.path().join("rootfs").join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &dest).unwrap();
+    }
+    let mut cmd = std::process::Command::new(&berth);
+    cmd.env("BERTH_ROOT", b.root.path()).args(["run", "--bundle", d.path().to_str().unwrap()]);
+    let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let pid = wait_for_child_of(child.id(), "/sleep.wat");
+    // The attacker's hold on the executable (from the host, which can do
+    // more than anything inside the container).
+    let exe = format!("/proc/{pid}/exe");
+    let target = std::fs::read_link(&exe).unwrap();
+    let held = std::fs::File::open(&exe).unwrap();
+    // SAFETY: SIGKILL to the container process this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = child.wait();
+    use std::os::fd::AsRawFd;
+    let reopened = std::fs::OpenOptions::new().append(true).open(format!("/proc/self/fd/{}", held.as_raw_fd()));
+    let wrote = reopened.and_then(|mut f| f.write_all(b"PWNED"));
+    assert!(wrote.is_err(), "wrote through the container's view of the runtime binary ({})", target.display());
+    assert!(before == std::fs::read(&berth).unwrap(), "the berth binary changed");
+    assert!(target.to_string_lossy().contains("memfd:berth-native"), "the container ran the binary on disk: {}", target.display());
 }

@@ -152,7 +152,7 @@ impl Container {
         if req.terminal {
             return Err(CreateError::NativeTerminal { id });
         }
-        let mut cmd = crate::exec::helper("create");
+        let mut cmd = crate::exec::helper("create").map_err(|e| CreateError::Native(format!("container {id}: {e}")))?;
         cmd.arg(&id).arg(req.bundle).arg(&req.native_root).args(&req.stdio);
         let pid = crate::exec::run_helper(cmd).await.map_err(|e| CreateError::Native(format!("container {id}: {e}")))?;
         let exit = crate::reaper::watch(pid);

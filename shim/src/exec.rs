@@ -7,23 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-/// The helper command for `verb` (`create` or `exec`).
-pub fn helper(verb: &str) -> Command {
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg(berth_host::native::HELPER_ARG).arg(verb);
-    cmd
+/// The helper command for `verb` (`create` or `exec`), from the sealed
+/// copy of this binary.
+pub fn helper(verb: &str) -> Result<Command, String> {
+    berth_host::native::helper_command(verb).map_err(|e| format!("preparing the native helper: {e}"))
 }
 
-/// Runs the helper; the pid it made, or its one-line error.
-pub async fn run_helper(mut cmd: Command) -> Result<i32, String> {
-    let out = tokio::task::spawn_blocking(move || cmd.output()).await.expect("helper task").map_err(|e| format!("running the native helper: {e}"))?;
-    match (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().parse::<i32>()) {
-        (true, Ok(pid)) if pid > 0 => Ok(pid),
-        _ => {
-            let err = String::from_utf8_lossy(&out.stderr);
-            Err(err.lines().last().unwrap_or("the native helper failed").to_string())
-        }
-    }
+/// Runs the helper off the async threads; the pid it made, or its error.
+pub async fn run_helper(cmd: Command) -> Result<i32, String> {
+    tokio::task::spawn_blocking(move || berth_host::native::run_helper(cmd)).await.expect("helper task")
 }
 
 /// One exec'd process.
@@ -58,7 +50,13 @@ impl Exec {
         if !self.life.begin() {
             return Err(format!("exec {} was already started", self.id));
         }
-        let mut cmd = helper("exec");
+        let mut cmd = match helper("exec") {
+            Ok(c) => c,
+            Err(e) => {
+                self.life.unbegin();
+                return Err(e);
+            }
+        };
         cmd.arg(container).arg(&self.process).arg(root).args(&self.stdio);
         let pid = match run_helper(cmd).await {
             Ok(p) => p,

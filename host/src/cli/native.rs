@@ -25,7 +25,12 @@ pub fn run(bundle: &Path, reason: &str) -> Result<i32> {
     let root = native::default_state_root();
     tracing::info!(container_id = %id, bundle = %bundle.display(), reason, "native container");
     native::become_subreaper().context("becoming the reaper of the container's processes")?;
-    let pid = native::create(native::CreateRequest { id: &id, bundle: &bundle, state_root: &root, stdio: Default::default(), console_socket: None })?;
+    // The helper (berth's sealed copy, re-executed) creates the container;
+    // the container's stdio is berth's own, reopened through /proc.
+    let mut cmd = native::helper_command("create").context("preparing the native helper")?;
+    let me = std::process::id();
+    cmd.arg(&id).arg(&bundle).arg(&root).args((0..3).map(|fd| format!("/proc/{me}/fd/{fd}")));
+    let pid = native::run_helper(cmd).map_err(|e| anyhow::anyhow!(e))?;
     let cleanup = |what: Result<i32>| {
         if let Err(e) = native::delete(&root, &id) {
             tracing::warn!(container_id = %id, error = %e, "cleaning up");

@@ -20,8 +20,54 @@ use libcontainer::syscall::syscall::SyscallType;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-/// The argv[1] that makes the shim binary the native helper.
+/// The argv[1] that makes berth's binaries (the shim, `berth`) the native
+/// helper.
 pub const HELPER_ARG: &str = "__berth-native";
+
+/// This executable, copied once per process into a sealed memfd.
+///
+/// The helper (and so every container's init and exec'd process while it
+/// is set up inside the container) runs from this copy, never from the
+/// binary on disk: a process in the container that catches
+/// `/proc/PID/exe` of one of them and writes through it (the class of
+/// CVE-2019-5736) reaches a copy whose seals forbid any write.
+fn sealed_exe() -> std::io::Result<&'static OwnedFd> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    static EXE: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+    if let Some(fd) = EXE.get() {
+        return Ok(fd);
+    }
+    let fd = rustix::fs::memfd_create("berth-native", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    let mut src = std::fs::File::open("/proc/self/exe")?;
+    let mut dst = std::fs::File::from(fd);
+    std::io::copy(&mut src, &mut dst)?;
+    rustix::fs::fcntl_add_seals(&dst, SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE)?;
+    Ok(EXE.get_or_init(|| dst.into()))
+}
+
+/// The helper for `verb` (`create` or `exec`), run from the sealed copy of
+/// this executable. Its arguments follow (see [`helper_main`]).
+pub fn helper_command(verb: &str) -> std::io::Result<std::process::Command> {
+    use std::os::fd::AsRawFd;
+    let exe = sealed_exe()?;
+    // The child resolves its own /proc/self/fd: the descriptor is still
+    // open there until the exec (it is close-on-exec).
+    let mut cmd = std::process::Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+    cmd.arg(HELPER_ARG).arg(verb);
+    Ok(cmd)
+}
+
+/// Runs a helper command; the pid it made, or its one-line error.
+pub fn run_helper(mut cmd: std::process::Command) -> Result<i32, String> {
+    let out = cmd.output().map_err(|e| format!("running the native helper: {e}"))?;
+    match (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().parse::<i32>()) {
+        (true, Ok(pid)) if pid > 0 => Ok(pid),
+        _ => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            Err(err.lines().last().unwrap_or("the native helper failed").to_string())
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NativeError {
@@ -177,6 +223,10 @@ pub fn exec(state_root: &Path, id: &str, process: &Path, stdio: StdioFds, consol
 /// Stdio paths may be empty (`/dev/null`). Prints the new process's pid on
 /// stdout; on failure, one line on stderr and exit status 1.
 pub fn helper_main(args: &[String]) -> i32 {
+    // libcontainer reports why a container could not be set up through
+    // tracing: its errors go to stderr, which the caller reads.
+    let filter = std::env::var("BERTH_LOG").unwrap_or_else(|_| "error".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_writer(std::io::stderr).with_ansi(false).without_time().try_init();
     let result = (|| -> Result<i32, NativeError> {
         let [verb, id, path, root, i, o, e, rest @ ..] = args else {
             return Err(NativeError::Op { id: String::new(), what: "parsing the helper's arguments", reason: format!("{args:?}") });
