@@ -218,19 +218,25 @@ fn fifty_grouped_containers_share_one_shim() {
     }
 }
 
+/// `ctr task metrics ID`: CPU time (ns), memory usage (bytes), the text.
+fn metrics(env: &Env, id: &str) -> (u64, u64, String) {
+    let o = env.ctr(&["task", "metrics", id]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let value = |key: &str| -> u64 {
+        out.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{key} missing:\n{out}"))
+    };
+    (value("cpuacct.usage "), value("memory.usage_in_bytes"), out.clone())
+}
+
 #[test]
 fn stats_report_guest_cpu_and_memory() {
     let env = Env::new(&[(guests::WAT_LOOP, "example.com/loop:1")]);
     assert!(env.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "example.com/loop:1", "spin"]).status.success());
     env.wait_status("spin", "RUNNING");
     std::thread::sleep(Duration::from_millis(500));
-    let o = env.ctr(&["task", "metrics", "spin"]);
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let value = |key: &str| -> u64 {
-        out.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{key} missing:\n{out}"))
-    };
-    assert!(value("cpuacct.usage ") > 100_000_000, "a spinning guest used CPU for 0.5 s:\n{out}");
-    assert!(value("memory.usage_in_bytes") >= 65536, "one wasm page at least:\n{out}");
+    let (cpu, mem, out) = metrics(&env, "spin");
+    assert!(cpu > 100_000_000, "a spinning guest used CPU for 0.5 s:\n{out}");
+    assert!(mem >= 65536, "one wasm page at least:\n{out}");
     assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "spin"]).status.success());
     env.wait_status("spin", "STOPPED");
     assert!(env.ctr(&["task", "rm", "spin"]).status.success());
@@ -460,6 +466,11 @@ fn native_busybox_containers_run_through_berth() {
     assert_eq!(o.status.code(), Some(5), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.starts_with("in-exec\n") && out.contains("bin\n") && out.ends_with("1\n"), "{}", text(&o));
+    // Stats come from the container's cgroup.
+    let o = env.ctr(&["task", "exec", "--exec-id", "spin", "bb7", "sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (cpu, mem, out) = metrics(&env, "bb7");
+    assert!(cpu > 100_000_000 && mem > 100_000, "the cgroup saw the exec's work:\n{out}");
     let o = env.ctr(&["task", "exec", "--exec-id", "sh2", "bb7", "cat", "/proc/1/cmdline"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "sleep\x001000\x00", "pid 1 of the exec's pid namespace is the container's: {}", text(&o));
     assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "bb7"]).status.success());
