@@ -34,8 +34,6 @@ pub enum CreateError {
     Listen { id: String, addr: std::net::SocketAddr, reason: String },
     #[error("{0}")]
     Native(String),
-    #[error("container {id}: terminals (-t) are not supported for native containers yet; run without a tty")]
-    NativeTerminal { id: String },
     #[error("container {id}: {source}")]
     Load {
         id: String,
@@ -58,7 +56,7 @@ enum Job {
     },
     /// A Linux namespace container (libcontainer) whose process is `pid`;
     /// its state lives under `root`.
-    Native { pid: i32, root: PathBuf, exit: Mutex<Option<tokio::sync::oneshot::Receiver<i32>>> },
+    Native { pid: i32, root: PathBuf, exit: Mutex<Option<tokio::sync::oneshot::Receiver<i32>>>, terminal: Option<std::fs::File> },
 }
 
 /// Where the shim keeps native containers' state for a containerd namespace.
@@ -149,15 +147,29 @@ impl Container {
     /// re-executed): its process waits for Start.
     async fn create_native(req: &CreateRequest<'_>) -> Result<Job, CreateError> {
         let id = req.id.to_string();
-        if req.terminal {
-            return Err(CreateError::NativeTerminal { id });
-        }
-        let mut cmd = crate::exec::helper("create").map_err(|e| CreateError::Native(format!("container {id}: {e}")))?;
+        let fail = |e: String| CreateError::Native(format!("container {id}: {e}"));
+        let console = match req.terminal {
+            true => Some(crate::console::ConsoleSocket::new().map_err(|e| fail(format!("making its console socket: {e}")))?),
+            false => None,
+        };
+        let mut cmd = crate::exec::helper("create").map_err(fail)?;
         cmd.arg(&id).arg(req.bundle).arg(&req.native_root).args(&req.stdio);
-        let pid = crate::exec::run_helper(cmd).await.map_err(|e| CreateError::Native(format!("container {id}: {e}")))?;
+        if let Some(c) = &console {
+            cmd.arg(c.path());
+        }
+        let pid = crate::exec::run_helper(cmd).await.map_err(fail)?;
+        let terminal = match console {
+            None => None,
+            Some(c) => {
+                let master = tokio::task::spawn_blocking(move || c.receive(std::time::Duration::from_secs(10))).await.expect("console task");
+                let master = std::fs::File::from(master.map_err(|e| fail(format!("receiving its terminal: {e}")))?);
+                crate::console::copy_io(&master, &req.stdio[0], &req.stdio[1]).map_err(|e| fail(format!("connecting its terminal: {e}")))?;
+                Some(master)
+            }
+        };
         let exit = crate::reaper::watch(pid);
         tracing::info!(container_id = %id, pid, "native container created");
-        Ok(Job::Native { pid, root: req.native_root.clone(), exit: Mutex::new(Some(exit)) })
+        Ok(Job::Native { pid, root: req.native_root.clone(), exit: Mutex::new(Some(exit)), terminal })
     }
 
     /// A wasm container: the plan from `config.json`, the guest compiled
@@ -408,6 +420,14 @@ impl Container {
     /// Waits until the container has exited.
     pub async fn wait(&self) -> Exited {
         self.life.wait().await
+    }
+
+    /// Sets the window size of the container's terminal.
+    pub fn resize(&self, width: u32, height: u32) -> Result<(), String> {
+        match &self.job {
+            Job::Native { terminal: Some(t), .. } => crate::console::resize(t, width, height).map_err(|e| format!("container {}: resizing its terminal: {e}", self.id)),
+            _ => Err(format!("container {} has no terminal", self.id)),
+        }
     }
 
     /// Adds an exec process (from containerd's Exec): native containers only.

@@ -2,6 +2,7 @@
 //! (`io.containerd.berth.v1`). One shim process serves a group of
 //! containers (a pod, a `berth.dev/group`, or one container) and runs their
 //! wasm guests in-process on one shared engine.
+mod console;
 mod container;
 mod exec;
 mod lifecycle;

@@ -295,8 +295,10 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    async fn resize_pty(&self, _ctx: &TtrpcContext, _req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
-        Err(unsupported("a terminal"))
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
+        let c = self.get(&req.id)?;
+        c.resize(req.width, req.height).map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
+        Ok(Empty::new())
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> TtrpcResult<Empty> {

@@ -477,6 +477,12 @@ fn native_busybox_containers_run_through_berth() {
     env.wait_status("bb7", "STOPPED");
     assert!(env.ctr(&["task", "rm", "bb7"]).status.success());
     assert!(env.ctr(&["container", "rm", "bb7"]).status.success());
+    // A terminal (ctr needs a console for -t: `script` gives it one).
+    let cmd = format!("ctr --address {} --namespace berth-test run --rm -t --runtime {RUNTIME} {BUSYBOX} tty1 sh -c 'tty; echo $((40+2)); exit 4'", env.c.socket().display());
+    let o = Command::new("script").args(["-qec", &cmd, "/dev/null"]).stdin(Stdio::null()).output().expect("script (bsdutils)");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("/dev/pts/0") && out.contains("42"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     // A shell that traps SIGTERM exits on it.
     let child = env.spawn_run(&["--rm", "--runtime", RUNTIME, BUSYBOX, "bb6", "sh", "-c", "trap 'exit 43' TERM; echo ready; while :; do sleep 0.1; done"]);
     env.wait_status("bb6", "RUNNING");

@@ -235,8 +235,12 @@ pub fn helper_main(args: &[String]) -> i32 {
             let p = if p.is_empty() { "/dev/null" } else { p.as_str() };
             crate::wasm::open_stdio(Path::new(p), write).map(|f| Some(f.into())).map_err(|err| NativeError::Stdio { id: id.clone(), path: p.to_string(), reason: err.to_string() })
         };
-        let stdio = StdioFds { stdin: open(i, false)?, stdout: open(o, true)?, stderr: open(e, true)? };
         let console = rest.first().filter(|s| !s.is_empty()).map(PathBuf::from);
+        // With a terminal, the container's stdio is the pty's other end.
+        let stdio = match console {
+            Some(_) => StdioFds::default(),
+            None => StdioFds { stdin: open(i, false)?, stdout: open(o, true)?, stderr: open(e, true)? },
+        };
         match verb.as_str() {
             "create" => create(CreateRequest { id, bundle: Path::new(path), state_root: Path::new(root), stdio, console_socket: console }),
             "exec" => exec(Path::new(root), id, Path::new(path), stdio, console),
