@@ -9,7 +9,9 @@ Usage: containerd.py BERTH_BIN_DIR [N_COLD] [N_DENSITY] [N_CHURN]
 - density: N idle containers per runtime (berth: one `berth.dev/group`, the
   wasm sleep guest; runc: busybox `sleep`), sum of PSS over every process
   the runtime keeps for them (shims and container processes) / N;
-- churn: create-start-wait-delete (`ctr run --rm`) at parallelism 4, tasks/s.
+- churn: create-start-wait-delete (`ctr run --rm`) at parallelism 4, tasks/s;
+- native: `ctr run --rm` of busybox `echo` via berth (its native fallback,
+  libcontainer) vs via runc, interleaved, ratio berth/runc.
 """
 import concurrent.futures
 import os
@@ -169,6 +171,24 @@ def main():
         print(f"| berth (wasm hello) | {rb[0]:.1f} | {rb[1]:.1f} | {rb[2]:.1f} |")
         print(f"| runc (busybox echo) | {rr[0]:.1f} | {rr[1]:.1f} | {rr[2]:.1f} |")
         print(f"\nratio berth / runc (median): **{rb[0] / rr[0]:.2f}**\n")
+        # Native fallback.
+        native_berth = lambda i: c.ctr("run", "--rm", "--runtime", "io.containerd.berth.v1", "bench.local/busybox:1", f"nb{i}", "/bin/echo", "hello")
+        native_runc = lambda i: c.ctr("run", "--rm", "bench.local/busybox:1", f"nr{i}", "/bin/echo", "hello")
+        times = {"berth": [], "runc": []}
+        for i in range(n_cold + 3):
+            for name, fn in [("berth", native_berth), ("runc", native_runc)]:
+                t = time.perf_counter()
+                fn(i)
+                if i >= 3:
+                    times[name].append((time.perf_counter() - t) * 1000)
+        nb, nr = stats(times["berth"]), stats(times["runc"])
+        print(f"### native: cold `ctr run --rm` of busybox `echo`, N={n_cold} each, interleaved")
+        print()
+        print("| runtime | median ms | p10 ms | p90 ms |")
+        print("| --- | --- | --- | --- |")
+        print(f"| berth (native fallback) | {nb[0]:.1f} | {nb[1]:.1f} | {nb[2]:.1f} |")
+        print(f"| runc | {nr[0]:.1f} | {nr[1]:.1f} | {nr[2]:.1f} |")
+        print(f"\nratio berth / runc (median): **{nb[0] / nr[0]:.2f}**\n")
         # Churn.
         def churn(fn):
             t = time.perf_counter()
