@@ -278,7 +278,7 @@ mod tests {
         let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
             .into_iter()
             .map(Path::new)
-            .find(|p| rustix::fs::statfs(*p).map(|s| s.f_type as i64 == libc::CGROUP2_SUPER_MAGIC as i64).unwrap_or(false))
+            .find(|p| rustix::fs::statfs(*p).map(|s| s.f_type == libc::CGROUP2_SUPER_MAGIC).unwrap_or(false))
             .expect("a cgroup2 mount (/sys/fs/cgroup/unified or /sys/fs/cgroup)");
         let path = PathBuf::from(format!("/berth-unit-{}", std::process::id()));
         let m = cgroup_at(root, &path, "v2-test").unwrap();
