@@ -53,6 +53,25 @@ fn wait_for_child_of(parent: u32, arg: &str) -> i32 {
 }
 
 #[test]
+fn linux_resources_are_applied_to_the_cgroup() {
+    let b = Berth::new();
+    let d = tempfile::tempdir().unwrap();
+    // The default spec mounts the container's cgroups read-only at /sys/fs/cgroup.
+    busybox::bundle(d.path(), &["sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max"], |s| {
+        let resources = oci_spec::runtime::LinuxResourcesBuilder::default()
+            .memory(oci_spec::runtime::LinuxMemoryBuilder::default().limit(64i64 << 20).build().unwrap())
+            .pids(oci_spec::runtime::LinuxPidsBuilder::default().limit(42i64).build().unwrap())
+            .build()
+            .unwrap();
+        let mut linux = s.linux().clone().unwrap();
+        linux.set_resources(Some(resources));
+        s.set_linux(Some(linux));
+    });
+    let o = run(&b, d.path());
+    assert_eq!(o.stdout, format!("{}\n42\n", 64u64 << 20), "{o:?}");
+}
+
+#[test]
 fn no_descriptor_of_berth_leaks_into_the_container() {
     let b = Berth::new();
     let d = tempfile::tempdir().unwrap();

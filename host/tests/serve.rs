@@ -182,6 +182,17 @@ fn backpressure_answers_503_with_retry_after_and_413_for_big_bodies() {
 }
 
 #[test]
+fn too_many_request_headers_are_refused() {
+    let b = Berth::new();
+    let s = Server::start(&b, &[]);
+    let mut args: Vec<String> = (0..150).flat_map(|i| ["-H".to_string(), format!("X-H{i}: v")]).collect();
+    args.push(s.url("/many"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(curl(&args).0, "431");
+    assert_eq!(curl(&[&s.url("/after")]).0, "200");
+}
+
+#[test]
 fn the_handler_sees_the_request_headers() {
     let b = Berth::new();
     let s = Server::start(&b, &[]);
