@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-/// The helper command for `verb` (`create` or `exec`), from the sealed
-/// copy of this binary.
+/// The helper command for `verb` (`create` or `exec`): this binary again,
+/// from a read-only bind mount of itself.
 pub fn helper(verb: &str) -> Result<Command, String> {
     berth_host::native::helper_command(verb).map_err(|e| format!("preparing the native helper: {e}"))
 }

@@ -25,7 +25,7 @@ pub fn run(bundle: &Path, reason: &str) -> Result<i32> {
     let root = native::default_state_root();
     tracing::info!(container_id = %id, bundle = %bundle.display(), reason, "native container");
     native::become_subreaper().context("becoming the reaper of the container's processes")?;
-    // The helper (berth's sealed copy, re-executed) creates the container;
+    // The helper (berth re-executed, from a read-only mount) creates it;
     // the container's stdio is berth's own, reopened through /proc.
     let mut cmd = native::helper_command("create").context("preparing the native helper")?;
     let me = std::process::id();

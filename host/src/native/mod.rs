@@ -24,37 +24,47 @@ use std::path::{Path, PathBuf};
 /// helper.
 pub const HELPER_ARG: &str = "__berth-native";
 
-/// This executable, copied once per process into a sealed memfd.
+/// The helper for `verb` (`create` or `exec`): this executable again, its
+/// arguments following (see [`helper_main`]).
 ///
-/// The helper (and so every container's init and exec'd process while it
-/// is set up inside the container) runs from this copy, never from the
-/// binary on disk: a process in the container that catches
-/// `/proc/PID/exe` of one of them and writes through it (the class of
-/// CVE-2019-5736) reaches a copy whose seals forbid any write.
-fn sealed_exe() -> std::io::Result<&'static OwnedFd> {
-    use rustix::fs::{MemfdFlags, SealFlags};
-    static EXE: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
-    if let Some(fd) = EXE.get() {
-        return Ok(fd);
+/// The helper (and so every container's init, and each exec'd process
+/// while it is set up inside the container) runs from a read-only bind
+/// mount of this binary in a mount namespace of its own: a process in the
+/// container that catches `/proc/PID/exe` of one of them and reopens it to
+/// write (the class of CVE-2019-5736) gets EROFS, and the binary on disk
+/// is never exposed. Nothing is copied, and nothing outlives the helper's
+/// namespace.
+pub fn helper_command(verb: &str) -> std::io::Result<std::process::Command> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    if exe.as_os_str().as_bytes().ends_with(b" (deleted)") {
+        return Err(std::io::Error::other(format!("this binary ({}) was replaced on disk; restart it", exe.display())));
     }
-    let fd = rustix::fs::memfd_create("berth-native", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
-    let mut src = std::fs::File::open("/proc/self/exe")?;
-    let mut dst = std::fs::File::from(fd);
-    std::io::copy(&mut src, &mut dst)?;
-    rustix::fs::fcntl_add_seals(&dst, SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE)?;
-    Ok(EXE.get_or_init(|| dst.into()))
+    let path = std::ffi::CString::new(exe.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg(HELPER_ARG).arg(verb);
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe system calls on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || read_only_self(&path));
+    }
+    Ok(cmd)
 }
 
-/// The helper for `verb` (`create` or `exec`), run from the sealed copy of
-/// this executable. Its arguments follow (see [`helper_main`]).
-pub fn helper_command(verb: &str) -> std::io::Result<std::process::Command> {
-    use std::os::fd::AsRawFd;
-    let exe = sealed_exe()?;
-    // The child resolves its own /proc/self/fd: the descriptor is still
-    // open there until the exec (it is close-on-exec).
-    let mut cmd = std::process::Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
-    cmd.arg(HELPER_ARG).arg(verb);
-    Ok(cmd)
+/// In the forked child: a private mount namespace where `exe` is a
+/// read-only bind mount of itself.
+fn read_only_self(exe: &std::ffi::CStr) -> std::io::Result<()> {
+    let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+    // SAFETY: plain system calls with valid, NUL-terminated paths; they
+    // change only this (child) process's mount namespace.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        // Nothing mounted here propagates back to the host.
+        check(libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_SLAVE | libc::MS_REC, std::ptr::null()))?;
+        check(libc::mount(exe.as_ptr(), exe.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()))?;
+        check(libc::mount(std::ptr::null(), exe.as_ptr(), std::ptr::null(), libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY, std::ptr::null()))
+    }
 }
 
 /// Runs a helper command; the pid it made, or its one-line error.
