@@ -59,10 +59,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let max_module = parse_size(&args.max_module_size).context("--max-module-size")?;
     let plan = match &args.bundle {
         Some(dir) => {
+            refuse_cli_grants(&args)?;
             let d = berth_host::oci::detect::detect(dir, &bundle::load_spec(dir)?)?;
             tracing::debug!(bundle = %dir.display(), kind = ?d.kind, reason = %d.reason, "runtime chosen");
             if d.kind == berth_host::oci::detect::Kind::Native {
-                refuse_cli_grants(&args)?;
                 return super::native::run(dir, &d.reason);
             }
             bundle_plan(&args, dir)?
@@ -231,7 +231,6 @@ fn refuse_cli_grants(args: &RunArgs) -> Result<()> {
 }
 
 fn bundle_plan(args: &RunArgs, dir: &Path) -> Result<RunPlan> {
-    refuse_cli_grants(args)?;
     let mut plan = bundle::plan_from_bundle(dir)?;
     plan.allow_precompiled = args.allow_precompiled;
     apply_limits(args, &mut plan)?;
