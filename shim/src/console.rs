@@ -55,6 +55,15 @@ impl Drop for ConsoleSocket {
     }
 }
 
+/// Receives the terminal the container's process sent over `socket` and
+/// connects it to containerd's stdin and stdout FIFOs; the pty master.
+pub async fn attach(socket: ConsoleSocket, stdin: &str, stdout: &str) -> Result<File, String> {
+    let master = tokio::task::spawn_blocking(move || socket.receive(Duration::from_secs(10))).await.expect("console task");
+    let master = File::from(master.map_err(|e| format!("receiving its terminal: {e}"))?);
+    copy_io(&master, stdin, stdout).map_err(|e| format!("connecting its terminal: {e}"))?;
+    Ok(master)
+}
+
 /// Receives one file descriptor (SCM_RIGHTS) from a connected socket.
 fn recv_fd(sock: i32) -> std::io::Result<OwnedFd> {
     let mut data = [0u8; 256];
@@ -86,7 +95,7 @@ fn recv_fd(sock: i32) -> std::io::Result<OwnedFd> {
 
 /// Copies containerd's stdin FIFO into the terminal and the terminal into
 /// its stdout FIFO, on two threads that end with the streams.
-pub fn copy_io(master: &File, stdin: &str, stdout: &str) -> std::io::Result<()> {
+fn copy_io(master: &File, stdin: &str, stdout: &str) -> std::io::Result<()> {
     if !stdin.is_empty() {
         let mut input = berth_host::wasm::open_stdio(Path::new(stdin), false).map_err(std::io::Error::other)?;
         let mut out = master.try_clone()?;

@@ -160,12 +160,7 @@ impl Container {
         let pid = crate::exec::run_helper(cmd).await.map_err(fail)?;
         let terminal = match console {
             None => None,
-            Some(c) => {
-                let master = tokio::task::spawn_blocking(move || c.receive(std::time::Duration::from_secs(10))).await.expect("console task");
-                let master = std::fs::File::from(master.map_err(|e| fail(format!("receiving its terminal: {e}")))?);
-                crate::console::copy_io(&master, &req.stdio[0], &req.stdio[1]).map_err(|e| fail(format!("connecting its terminal: {e}")))?;
-                Some(master)
-            }
+            Some(c) => Some(crate::console::attach(c, &req.stdio[0], &req.stdio[1]).await.map_err(fail)?),
         };
         let exit = crate::reaper::watch(pid);
         tracing::info!(container_id = %id, pid, "native container created");
@@ -435,9 +430,6 @@ impl Container {
         if !matches!(self.job, Job::Native { .. }) {
             return Err(format!("container {}: exec is not supported for wasm containers (a wasm guest has no processes to join)", self.id));
         }
-        if terminal {
-            return Err(format!("container {}: exec with a terminal (-t) is not supported for native containers yet; exec without -t", self.id));
-        }
         if self.status() != Status::Running {
             return Err(format!("container {} is not running; exec needs a running container", self.id));
         }
@@ -445,7 +437,7 @@ impl Container {
         if execs.contains_key(exec_id) {
             return Err(format!("exec {exec_id} already exists in container {}", self.id));
         }
-        let e = Exec::new(&self.bundle, exec_id, stdio, process_json)?;
+        let e = Exec::new(&self.bundle, exec_id, stdio, terminal, process_json)?;
         execs.insert(exec_id.to_string(), Arc::new(e));
         Ok(())
     }

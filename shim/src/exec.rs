@@ -26,11 +26,14 @@ pub struct Exec {
     process: PathBuf,
     pid: Mutex<Option<i32>>,
     pub life: Lifecycle,
+    /// Whether it asked for a terminal, and then the terminal's master.
+    terminal: bool,
+    master: Mutex<Option<std::fs::File>>,
 }
 
 impl Exec {
     /// Records the process containerd asked for; it runs at [`Exec::start`].
-    pub fn new(bundle: &Path, exec_id: &str, stdio: [String; 3], process_json: &[u8]) -> Result<Exec, String> {
+    pub fn new(bundle: &Path, exec_id: &str, stdio: [String; 3], terminal: bool, process_json: &[u8]) -> Result<Exec, String> {
         // The exec id names a file: keep it to a plain name.
         if exec_id.is_empty() || exec_id.len() > 128 || !exec_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || exec_id.starts_with('.') {
             return Err(format!("exec id {exec_id:?} must be 1-128 characters of letters, digits, '-', '_' or '.'"));
@@ -38,7 +41,7 @@ impl Exec {
         serde_json::from_slice::<oci_spec::runtime::Process>(process_json).map_err(|e| format!("exec {exec_id}: the process spec is not a valid OCI process: {e}"))?;
         let process = bundle.join(format!("berth-exec-{exec_id}.json"));
         std::fs::write(&process, process_json).map_err(|e| format!("exec {exec_id}: writing {}: {e}", process.display()))?;
-        Ok(Exec { id: exec_id.to_string(), stdio, process, pid: Mutex::new(None), life: Lifecycle::default() })
+        Ok(Exec { id: exec_id.to_string(), stdio, process, pid: Mutex::new(None), life: Lifecycle::default(), terminal, master: Mutex::new(None) })
     }
 
     pub fn pid(&self) -> u32 {
@@ -50,21 +53,20 @@ impl Exec {
         if !self.life.begin() {
             return Err(format!("exec {} was already started", self.id));
         }
-        let mut cmd = match helper("exec") {
-            Ok(c) => c,
-            Err(e) => {
-                self.life.unbegin();
-                return Err(e);
-            }
+        let fail = |e: String| {
+            self.life.unbegin();
+            format!("exec {} in container {container}: {e}", self.id)
         };
+        let mut cmd = helper("exec").map_err(fail)?;
         cmd.arg(container).arg(&self.process).arg(root).args(&self.stdio);
-        let pid = match run_helper(cmd).await {
-            Ok(p) => p,
-            Err(e) => {
-                self.life.unbegin();
-                return Err(format!("exec {} in container {container}: {e}", self.id));
-            }
+        let console = match self.terminal {
+            true => Some(crate::console::ConsoleSocket::new().map_err(|e| fail(format!("making its console socket: {e}")))?),
+            false => None,
         };
+        if let Some(c) = &console {
+            cmd.arg(c.path());
+        }
+        let pid = run_helper(cmd).await.map_err(fail)?;
         *self.pid.lock().unwrap() = Some(pid);
         let rx = crate::reaper::watch(pid);
         let me = self.clone();
@@ -73,6 +75,16 @@ impl Exec {
             tracing::info!(exec_id = %me.id, pid, exit_status = status, "exec process exited");
             on_exit(me.life.finish(status as u32));
         });
+        if let Some(c) = console {
+            match crate::console::attach(c, &self.stdio[0], &self.stdio[1]).await {
+                Ok(master) => *self.master.lock().unwrap() = Some(master),
+                Err(e) => {
+                    // Not reachable by its client: end it (the waiter reports it).
+                    let _ = self.kill(libc::SIGKILL as u32);
+                    return Err(format!("exec {} in container {container}: {e}", self.id));
+                }
+            }
+        }
         Ok(pid as u32)
     }
 
@@ -96,6 +108,14 @@ impl Exec {
                 Ok(())
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Sets the window size of its terminal.
+    pub fn resize(&self, width: u32, height: u32) -> Result<(), String> {
+        match self.master.lock().unwrap().as_ref() {
+            Some(m) => crate::console::resize(m, width, height).map_err(|e| format!("exec {}: resizing its terminal: {e}", self.id)),
+            None => Err(format!("exec {} has no terminal", self.id)),
         }
     }
 

@@ -296,8 +296,12 @@ impl Task for TaskService {
     }
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
-        let c = self.get(&req.id)?;
-        c.resize(req.width, req.height).map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
+        let (c, exec) = self.get_exec(&req.id, &req.exec_id)?;
+        match exec {
+            Some(e) => e.resize(req.width, req.height),
+            None => c.resize(req.width, req.height),
+        }
+        .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
         Ok(Empty::new())
     }
 

@@ -466,6 +466,11 @@ fn native_busybox_containers_run_through_berth() {
     assert_eq!(o.status.code(), Some(5), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.starts_with("in-exec\n") && out.contains("bin\n") && out.ends_with("1\n"), "{}", text(&o));
+    // An exec with a terminal.
+    let cmd = format!("ctr --address {} --namespace berth-test task exec -t --exec-id t1 bb7 sh -c 'tty; exit 6'", env.c.socket().display());
+    let o = Command::new("script").args(["-qec", &cmd, "/dev/null"]).stdin(Stdio::null()).output().expect("script (bsdutils)");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("/dev/pts/"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
     // Stats come from the container's cgroup.
     let o = env.ctr(&["task", "exec", "--exec-id", "spin", "bb7", "sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"]);
     assert!(o.status.success(), "{}", text(&o));
