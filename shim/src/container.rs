@@ -28,7 +28,7 @@ pub enum CreateError {
         #[source]
         source: bundle::BundleError,
     },
-    #[error("container {id}: process.user is {uid}:{gid}, but this shim runs wasm guests with its own (root) file access and cannot yet hold a guest to another user's; run the container as 0:0 (the guest still sees only its rootfs and mounts)")]
+    #[error("container {id}: process.user is {uid}:{gid}, but wasi:http components are served inside the shim, which cannot hold them to another user's file access; serve it as 0:0 (the guest still sees only its rootfs and mounts)")]
     User { id: String, uid: u32, gid: u32 },
     #[error("container {id}: serving wasi:http on {addr}: {reason}; choose another address with the BERTH_HTTP_ADDR env or the berth.dev/http-listen annotation")]
     Listen { id: String, addr: std::net::SocketAddr, reason: String },
@@ -54,6 +54,9 @@ enum Job {
         listener: Mutex<Option<std::net::TcpListener>>,
         stop: watch::Sender<u32>,
     },
+    /// A wasm container whose `process.user` is not root: run at Start by a
+    /// worker process under that user ([`berth_host::wasm::worker`]).
+    Worker { pid: Mutex<Option<i32>> },
     /// A Linux namespace container (libcontainer) whose process is `pid`;
     /// its state lives under `root`.
     Native { pid: i32, root: PathBuf, exit: Mutex<Option<tokio::sync::oneshot::Receiver<i32>>>, terminal: Option<std::fs::File> },
@@ -178,11 +181,9 @@ impl Container {
         let mut plan = bundle::plan_from_spec(req.bundle, spec).map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?;
         plan.name = id.clone();
         // A guest must never get more file access than its user would: the
-        // shim cannot switch identity per guest (it serves many), so other
-        // users are refused rather than silently given root's access.
-        if let Some(u) = plan.user.as_ref().filter(|u| u.uid != 0 || u.gid != 0) {
-            return Err(undo(CreateError::User { id: id.clone(), uid: u.uid, gid: u.gid }));
-        }
+        // shim cannot switch identity per guest (it serves many), so a guest
+        // of another user runs in a worker process under that user.
+        let other_user = plan.user.as_ref().filter(|u| u.uid != 0 || u.gid != 0 || !u.additional_gids.is_empty()).cloned();
         let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
         plan.stdio = Stdio::Paths { stdin: path(&req.stdio[0]), stdout: path(&req.stdio[1]), stderr: path(&req.stdio[2]) };
         let (rt, p) = (runtime.clone(), plan.clone());
@@ -190,7 +191,13 @@ impl Container {
             .await
             .expect("compile task")
             .map_err(|source| undo(CreateError::Load { id: id.clone(), source }))?;
-        let job = if http::is_http_handler(&prepared) {
+        let job = if let Some(u) = other_user {
+            if http::is_http_handler(&prepared) {
+                return Err(undo(CreateError::User { id: id.clone(), uid: u.uid, gid: u.gid }));
+            }
+            tracing::info!(container_id = %id, pod_id = %pod, uid = u.uid, gid = u.gid, "wasm container of another user: it runs in a worker process under that user");
+            Job::Worker { pid: Mutex::new(None) }
+        } else if http::is_http_handler(&prepared) {
             let service = HttpService::new(runtime.clone(), &prepared, &plan).map_err(|source| undo(CreateError::Load { id: id.clone(), source }))?;
             let addr = plan.http_listen.unwrap_or_else(|| DEFAULT_HTTP_ADDR.parse().expect("default address"));
             let listener = server::bind(addr, plan.net_namespace.as_deref()).map_err(|e| undo(CreateError::Listen { id: id.clone(), addr, reason: e.to_string() }))?;
@@ -237,10 +244,39 @@ impl Container {
             });
             return Ok(());
         }
+        if let Job::Worker { pid } = &self.job {
+            let spawned = std::process::Command::new("/proc/self/exe")
+                .arg(berth_host::native::HELPER_ARG)
+                .args(["wasm", &self.id])
+                .arg(&self.bundle)
+                .arg("-")
+                .args(&self.stdio)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            let child = match spawned {
+                Ok(c) => c.id() as i32,
+                Err(e) => {
+                    self.life.unbegin();
+                    return Err(format!("container {}: starting its worker: {e}", self.id));
+                }
+            };
+            *pid.lock().unwrap() = Some(child);
+            // The reaper waits for it (the Child handle is dropped unwaited).
+            let rx = crate::reaper::watch(child);
+            let c = self.clone();
+            tokio::spawn(async move {
+                let status = rx.await.unwrap_or(128 + libc::SIGKILL);
+                tracing::info!(container_id = %c.id, pod_id = %c.pod, exit_status = status, "worker exited");
+                on_exit(c.finish(status as u32));
+            });
+            return Ok(());
+        }
         let c = self.clone();
         tokio::spawn(async move {
             let status = match &c.job {
-                Job::Native { .. } => unreachable!("started above"),
+                Job::Native { .. } | Job::Worker { .. } => unreachable!("started above"),
                 Job::Run { plan, prepared } => c.run(runtime, plan, prepared).await,
                 Job::Serve { service, listener, stop } => {
                     let listener = listener.lock().unwrap().take();
@@ -258,6 +294,7 @@ impl Container {
     pub fn pid(&self) -> u32 {
         match &self.job {
             Job::Native { pid, .. } => *pid as u32,
+            Job::Worker { pid } => pid.lock().unwrap().map(|p| p as u32).unwrap_or_else(std::process::id),
             _ => std::process::id(),
         }
     }
@@ -285,6 +322,7 @@ impl Container {
                 tracing::debug!(container_id = %self.id, error = %e, "reading cgroup stats");
                 (0, 0)
             }),
+            Job::Worker { pid } => pid.lock().unwrap().map(process_usage).unwrap_or((0, 0)),
             _ => (self.meter.memory_bytes(), self.meter.cpu_ns()),
         }
     }
@@ -381,6 +419,16 @@ impl Container {
                 Err(_) => Err(format!("container {}: its process did not exit after signal {signal}", self.id)),
             };
         }
+        if let Job::Worker { pid } = &self.job {
+            if let (Status::Running, Some(p)) = (self.status(), *pid.lock().unwrap()) {
+                if signal != 0 {
+                    // SAFETY: kill(2) of the worker this shim started and
+                    // reaps (its pid cannot be reused before that).
+                    unsafe { libc::kill(p, signal as i32) };
+                }
+                return Ok(None);
+            }
+        }
         Ok(self.kill_wasm(signal))
     }
 
@@ -399,7 +447,7 @@ impl Container {
                             }
                         });
                     }
-                    Job::Native { .. } => unreachable!("handled in kill"),
+                    Job::Native { .. } | Job::Worker { .. } => unreachable!("handled in kill"),
                 }
                 false
             }
@@ -474,6 +522,18 @@ impl Container {
             unmount_rootfs(&self.bundle.join("rootfs"));
         }
     }
+}
+
+/// Resident memory (bytes) and CPU time (ns) of a process, from /proc.
+fn process_usage(pid: i32) -> (u64, u64) {
+    // SAFETY: sysconf has no preconditions.
+    let (page, tick) = unsafe { (libc::sysconf(libc::_SC_PAGESIZE) as u64, libc::sysconf(libc::_SC_CLK_TCK) as u64) };
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok().and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok()).unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after "(comm) ": state is 0, utime 11, stime 12.
+    let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, r)| r.split(' ').collect()).unwrap_or_default();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    (rss * page, ticks * 1_000_000_000 / tick.max(1))
 }
 
 /// Unmounts a container rootfs, recursively; a path not mounted is fine.

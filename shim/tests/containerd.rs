@@ -278,11 +278,11 @@ fn a_killed_shim_is_cleaned_up_and_containerd_restarts_keep_tasks() {
 }
 
 #[test]
-fn other_users_are_refused_and_a_long_lived_shim_leaks_no_fds() {
+fn other_users_get_only_their_file_access_and_a_long_lived_shim_leaks_no_fds() {
     let env = Env::new(&[(guests::WAT_SLEEP, "example.com/sleep:1"), (guests::HELLO_P1, "example.com/hello:1")]);
-    // An image whose config runs as 1000:1000.
+    // An image whose config runs the file tool as 1000:1000.
     let mut a = berth_tests::oci::Archive::default();
-    let wasm = std::fs::read(guests::HELLO_P1).unwrap();
+    let wasm = std::fs::read(guests::FILE_TOOL_P1).unwrap();
     let layer = berth_tests::oci::file_layer("app.wasm", &wasm, 0o755);
     let l = a.blob("application/vnd.oci.image.layer.v1.tar", &layer);
     let config = serde_json::json!({ "architecture": "wasm", "os": "wasi", "config": { "Entrypoint": ["/app.wasm"], "User": "1000:1000" }, "rootfs": { "type": "layers", "diff_ids": [berth_tests::oci::digest(&layer)] } });
@@ -294,8 +294,23 @@ fn other_users_are_refused_and_a_long_lived_shim_leaks_no_fds() {
     let tar = env.c.dir.path().join("user.tar");
     std::fs::write(&tar, a.tar()).unwrap();
     assert!(env.ctr(&["image", "import", "--platform", "wasi/wasm", tar.to_str().unwrap()]).status.success());
-    let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, "example.com/user:1", "u1"]);
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("process.user is 1000:1000"), "{}", text(&o));
+    // A host directory with a root-only file and a public one, bind-mounted.
+    let data = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(data.path().join("private.txt"), "root only").unwrap();
+    std::fs::set_permissions(data.path().join("private.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(data.path().join("public.txt"), "anyone").unwrap();
+    std::fs::set_permissions(data.path().join("public.txt"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mount = format!("type=bind,src={},dst=/data,options=rbind:rw", data.path().display());
+    let read = |id: &str, file: &str| env.ctr(&["run", "--rm", "--runtime", RUNTIME, "--mount", &mount, "example.com/user:1", id, "/app.wasm", "read", file]);
+    // The kernel holds the guest to uid 1000: the root-only file is refused.
+    let o = read("u1", "/data/private.txt");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ermission denied"), "{}", text(&o));
+    let o = read("u2", "/data/public.txt");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "anyone");
 
     // One shim keeps serving a group while containers come and go.
     assert!(env.ctr(&["run", "-d", "--null-io", "--annotation", "berth.dev/group=fd", "--runtime", RUNTIME, "example.com/sleep:1", "keeper"]).status.success());

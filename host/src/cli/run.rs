@@ -91,7 +91,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .context("starting the async runtime")?;
     let interrupt = Interrupt::new();
     let (exit, usage) = rt.block_on(async {
-        forward_signals(&interrupt)?;
+        berth_host::wasm::worker::forward_signals(&interrupt).context("installing signal handlers")?;
         runtime.run(&prepared, &plan, &interrupt).await.map_err(anyhow::Error::from)
     })?;
     tracing::debug!(exit = ?exit, memory_bytes = usage.memory_bytes, table_bytes = usage.table_bytes, refused_growth = usage.refused, "guest finished");
@@ -121,21 +121,6 @@ fn serve_plan(runtime: Arc<Runtime>, prepared: &berth_host::wasm::Prepared, plan
     let service = Arc::new(berth_host::wasm::http::HttpService::new(runtime, prepared, plan)?);
     let limits = berth_host::wasm::server::Limits { slots: EngineOptions::single().pool_instances as usize - 1, ..Default::default() };
     super::serve::serve_until_signalled(service, addr, plan.net_namespace.as_deref(), limits, std::time::Duration::from_secs(30))
-}
-
-/// SIGINT and SIGTERM stop the guest (exit 130 / 143).
-fn forward_signals(interrupt: &Interrupt) -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    for (kind, num) in [(SignalKind::interrupt(), libc::SIGINT), (SignalKind::terminate(), libc::SIGTERM)] {
-        let mut s = signal(kind).context("installing signal handlers")?;
-        let interrupt = interrupt.clone();
-        tokio::spawn(async move {
-            if s.recv().await.is_some() {
-                interrupt.trigger(Reason::Signal(num));
-            }
-        });
-    }
-    Ok(())
 }
 
 fn file_plan(args: &RunArgs) -> Result<RunPlan> {

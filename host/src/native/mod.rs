@@ -235,6 +235,8 @@ pub fn exec(state_root: &Path, id: &str, process: &Path, stdio: StdioFds, consol
 ///
 /// `create ID BUNDLE STATE_ROOT STDIN STDOUT STDERR [CONSOLE_SOCKET]`
 /// `exec ID PROCESS_JSON STATE_ROOT STDIN STDOUT STDERR [CONSOLE_SOCKET]`
+/// `wasm ID BUNDLE - STDIN STDOUT STDERR`: runs a wasm container to its end
+/// under its `process.user` ([`crate::wasm::worker`]); exits with its status.
 ///
 /// Stdio paths may be empty (`/dev/null`). Prints the new process's pid on
 /// stdout; on failure, one line on stderr and exit status 1.
@@ -258,6 +260,8 @@ pub fn helper_main(args: &[String]) -> i32 {
             None => StdioFds { stdin: open(i, false)?, stdout: open(o, true)?, stderr: open(e, true)? },
         };
         match verb.as_str() {
+            // A wasm container under its own user: runs to its end here.
+            "wasm" => std::process::exit(crate::wasm::worker::run_bundle(id, Path::new(path), [i, o, e])),
             "create" => create(CreateRequest { id, bundle: Path::new(path), state_root: Path::new(root), stdio, console_socket: console }),
             "exec" => exec(Path::new(root), id, Path::new(path), stdio, console),
             other => Err(NativeError::Op { id: id.clone(), what: "parsing the helper's arguments", reason: format!("unknown verb {other:?}") }),

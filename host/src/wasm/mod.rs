@@ -20,6 +20,7 @@ pub mod load;
 pub mod run;
 pub mod server;
 mod wasi;
+pub mod worker;
 
 pub use engine::{EngineOptions, WasmEngine};
 pub use interrupt::{Interrupt, Reason};

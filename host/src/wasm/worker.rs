@@ -1,0 +1,112 @@
+//! A wasm container in a process of its own, under its OCI `process.user`.
+//!
+//! The shim runs guests inside its own (root) process, where the kernel
+//! cannot hold one guest to one user's file access. A container whose
+//! `process.user` is not root therefore runs in a worker instead: the shim's
+//! binary re-executed, which takes on the user's uid, gid and groups (as the
+//! `berth` command does) before it opens any granted directory, so the
+//! kernel checks every file access of the guest. SIGTERM and SIGINT stop the
+//! guest (143 / 130); its exit status is the worker's.
+use super::{cache::Cache, EngineOptions, Exit, Interrupt, Reason, Runtime, WasmEngine};
+use crate::plan::Stdio;
+use std::path::{Path, PathBuf};
+
+/// SIGINT and SIGTERM stop the guest behind `interrupt` (exit 130 / 143).
+/// Must be called inside a tokio runtime.
+pub fn forward_signals(interrupt: &Interrupt) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    for (kind, num) in [(SignalKind::interrupt(), libc::SIGINT), (SignalKind::terminate(), libc::SIGTERM)] {
+        let mut s = signal(kind)?;
+        let interrupt = interrupt.clone();
+        tokio::spawn(async move {
+            if s.recv().await.is_some() {
+                interrupt.trigger(Reason::Signal(num));
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Runs the wasm container in `bundle` (rootfs in place) with the given
+/// stdio paths (empty: none) under its `process.user`; its exit status.
+/// Errors and traps are reported on the container's stderr.
+pub fn run_bundle(id: &str, bundle: &Path, stdio: [&str; 3]) -> i32 {
+    let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+    let stderr = path(stdio[2]).and_then(|p| super::open_stdio(&p, true).ok());
+    let report = |msg: String| {
+        use std::io::Write;
+        match &stderr {
+            Some(f) => {
+                let _ = (&*f).write_all(msg.as_bytes());
+            }
+            None => eprint!("{msg}"),
+        }
+    };
+    let result = (|| -> Result<i32, String> {
+        let mut plan = crate::oci::bundle::plan_from_bundle(bundle).map_err(|e| format!("{e}"))?;
+        plan.name = id.to_string();
+        // The stdio FIFOs are opened now, as root (containerd keeps them in
+        // a directory closed to other users), and become this process's
+        // own stdio, which the guest inherits.
+        for (fd, p) in stdio.iter().enumerate() {
+            let p = if p.is_empty() { "/dev/null" } else { p };
+            let f = super::open_stdio(Path::new(p), fd != 0).map_err(|e| format!("{e}"))?;
+            use std::os::fd::AsRawFd;
+            // SAFETY: dup2 onto this process's standard descriptors, from a
+            // descriptor that is open; nothing else uses them here.
+            if unsafe { libc::dup2(f.as_raw_fd(), fd as i32) } < 0 {
+                return Err(format!("setting up the guest's stdio: {}", std::io::Error::last_os_error()));
+            }
+        }
+        plan.stdio = Stdio::Inherit;
+        let engine = WasmEngine::new(&EngineOptions::single()).map_err(|e| format!("{e:#}"))?;
+        let runtime = Runtime::new(engine, Cache::new(crate::paths::cache_dir()), 1 << 30);
+        let prepared = runtime.prepare(&plan).map_err(|e| format!("{e}"))?;
+        // The granted directories are reached as root (containerd's bundle
+        // directories are closed to other users, as they are for runc, whose
+        // process enters its root before dropping privileges); everything
+        // beneath them is then opened as the user.
+        let _held = hold_preopens(&mut plan)?;
+        if let Some(user) = &plan.user {
+            crate::caps::identity::assume(user).map_err(|e| format!("{e}"))?;
+            // A credential change makes the process non-dumpable, which
+            // closes its own /proc/self/fd to it.
+            // SAFETY: prctl(PR_SET_DUMPABLE) only sets a flag on this process.
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(|e| format!("starting the async runtime: {e}"))?;
+        let interrupt = Interrupt::new();
+        let (exit, _) = rt.block_on(async {
+            forward_signals(&interrupt).map_err(|e| format!("installing signal handlers: {e}"))?;
+            runtime.run(&prepared, &plan, &interrupt).await.map_err(|e| format!("{e}"))
+        })?;
+        if let Exit::Trap(msg) = &exit {
+            report(format!("berth: {id} trapped (exit status {}):\n{msg}\n", exit.status()));
+        }
+        rt.shutdown_timeout(std::time::Duration::from_millis(100));
+        Ok(exit.status())
+    })();
+    result.unwrap_or_else(|e| {
+        report(format!("berth: {id}: {e}\n"));
+        125
+    })
+}
+
+/// Opens each granted directory (O_PATH) and points the plan at it through
+/// `/proc/self/fd`, so that it is reopened, by the user, past any parent
+/// the user may not traverse. The returned descriptors must stay open.
+fn hold_preopens(plan: &mut crate::plan::RunPlan) -> Result<Vec<std::fs::File>, String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut held = Vec::new();
+    for p in &mut plan.preopens {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&p.host)
+            .map_err(|e| format!("granting {} as {}: {e}", p.host.display(), p.guest))?;
+        p.host = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+        held.push(f);
+    }
+    Ok(held)
+}
