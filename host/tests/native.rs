@@ -208,3 +208,22 @@ fn the_runtime_binary_cannot_be_overwritten_through_proc_exe() {
     assert!(wrote.is_err(), "wrote through the container's view of the runtime binary ({})", target.display());
     assert!(before == std::fs::read(&berth).unwrap(), "the berth binary changed");
 }
+
+#[test]
+fn a_failed_native_create_is_reported_and_leaves_nothing() {
+    let b = Berth::new();
+    let d = tempfile::tempdir().unwrap();
+    busybox::bundle(d.path(), &["/no/such/program"], |s| {
+        let mut a = std::collections::HashMap::new();
+        a.insert("io.kubernetes.cri.container-type".to_string(), "sandbox".to_string());
+        s.set_annotations(Some(a));
+    });
+    let child = b.cmd().args(["run", "--bundle", d.path().to_str().unwrap()]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let id = format!("berth-run-{}", child.id());
+    let o = common::Out::from(child.wait_with_output().unwrap());
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(o.stderr.contains("/no/such/program"), "the error names the program: {o:?}");
+    assert!(!std::path::Path::new("/run/berth/native").join(&id).exists(), "state of {id} left behind");
+    let lingering = std::fs::read_dir("/proc").unwrap().flatten().filter(|e| std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default().contains(&id)).count();
+    assert_eq!(lingering, 0, "a process of {id} was left running");
+}

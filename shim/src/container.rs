@@ -160,7 +160,15 @@ impl Container {
         if let Some(c) = &console {
             cmd.arg(c.path());
         }
-        let pid = crate::exec::run_helper(cmd).await.map_err(fail)?;
+        let pid = match crate::exec::run_helper(cmd).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                // Whatever the helper left half made (an init waiting for
+                // Start, a cgroup, state) goes with the failed create.
+                let _ = berth_host::native::delete(&req.native_root, &id);
+                return Err(fail(e));
+            }
+        };
         let terminal = match console {
             None => None,
             Some(c) => Some(crate::console::attach(c, &req.stdio[0], &req.stdio[1]).await.map_err(fail)?),

@@ -30,7 +30,14 @@ pub fn run(bundle: &Path, reason: &str) -> Result<i32> {
     let mut cmd = native::helper_command("create").context("preparing the native helper")?;
     let me = std::process::id();
     cmd.arg(&id).arg(&bundle).arg(&root).args((0..3).map(|fd| format!("/proc/{me}/fd/{fd}")));
-    let pid = native::run_helper(cmd).map_err(|e| anyhow::anyhow!(e))?;
+    let pid = match native::run_helper(cmd) {
+        Ok(pid) => pid,
+        Err(e) => {
+            // Whatever the helper left half made goes with the failure.
+            let _ = native::delete(&root, &id);
+            anyhow::bail!(e);
+        }
+    };
     let cleanup = |what: Result<i32>| {
         if let Err(e) = native::delete(&root, &id) {
             tracing::warn!(container_id = %id, error = %e, "cleaning up");
