@@ -191,7 +191,9 @@ impl Container {
         // A guest must never get more file access than its user would: the
         // shim cannot switch identity per guest (it serves many), so a guest
         // of another user runs in a worker process under that user.
-        let other_user = plan.user.as_ref().filter(|u| u.uid != 0 || u.gid != 0 || !u.additional_gids.is_empty()).cloned();
+        // (Root's supplementary groups, which containerd's default spec
+        // lists, add nothing to root's access.)
+        let other_user = plan.user.as_ref().filter(|u| u.uid != 0 || u.gid != 0).cloned();
         let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
         plan.stdio = Stdio::Paths { stdin: path(&req.stdio[0]), stdout: path(&req.stdio[1]), stderr: path(&req.stdio[2]) };
         let (rt, p) = (runtime.clone(), plan.clone());
