@@ -552,3 +552,29 @@ fn a_group_mixes_native_and_wasm_containers_in_one_shim() {
         assert!(env.ctr(&["container", "rm", id]).status.success());
     }
 }
+
+#[test]
+fn a_killed_shim_takes_its_native_containers_with_it() {
+    let env = Env::new(&[]);
+    env.import_busybox(BUSYBOX);
+    // A marker in the command line finds the container's process on the host.
+    let marker = format!("4242{}", std::process::id());
+    assert!(env.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, BUSYBOX, "orphan", "sleep", &marker]).status.success());
+    env.wait_status("orphan", "RUNNING");
+    let running = || std::fs::read_dir("/proc").unwrap().flatten().filter(|e| std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default().contains(&marker)).count();
+    assert_eq!(running(), 1);
+    for pid in env.shims() {
+        // SAFETY: SIGKILL to a shim this test's containerd started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    // containerd runs `shim delete`, which kills what is left and removes it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.task_status("orphan").is_some_and(|s| s != "STOPPED") || running() > 0 {
+        assert!(Instant::now() < deadline, "after the shim died: task {:?}, {} container process(es) left", env.task_status("orphan"), running());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = env.ctr(&["task", "rm", "orphan"]);
+    assert!(o.status.success() || String::from_utf8_lossy(&o.stderr).contains("not found"), "{}", text(&o));
+    assert!(env.ctr(&["container", "rm", "orphan"]).status.success());
+    assert!(!Path::new("/run/berth/native/berth-test/orphan").exists(), "the native container's state is left");
+}
