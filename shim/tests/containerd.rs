@@ -277,23 +277,61 @@ fn a_killed_shim_is_cleaned_up_and_containerd_restarts_keep_tasks() {
     assert!(!mounts.lines().any(|l| l.contains(&root) && l.contains("victim")), "a rootfs mount of the killed shim's container is left:\n{mounts}");
 }
 
-#[test]
-fn other_users_get_only_their_file_access_and_a_long_lived_shim_leaks_no_fds() {
-    let env = Env::new(&[(guests::WAT_SLEEP, "example.com/sleep:1"), (guests::HELLO_P1, "example.com/hello:1")]);
-    // An image whose config runs the file tool as 1000:1000.
+/// Imports an image of the module `wasm` (at `/app.wasm`, or `/app.wat`
+/// for text) whose config runs it as 1000:1000.
+fn import_as_user(env: &Env, wasm: &str, name: &str) {
     let mut a = berth_tests::oci::Archive::default();
-    let wasm = std::fs::read(guests::FILE_TOOL_P1).unwrap();
-    let layer = berth_tests::oci::file_layer("app.wasm", &wasm, 0o755);
+    let file = if wasm.ends_with(".wat") { "app.wat" } else { "app.wasm" };
+    let wasm = std::fs::read(wasm).unwrap();
+    let layer = berth_tests::oci::file_layer(file, &wasm, 0o755);
     let l = a.blob("application/vnd.oci.image.layer.v1.tar", &layer);
-    let config = serde_json::json!({ "architecture": "wasm", "os": "wasi", "config": { "Entrypoint": ["/app.wasm"], "User": "1000:1000" }, "rootfs": { "type": "layers", "diff_ids": [berth_tests::oci::digest(&layer)] } });
+    let config = serde_json::json!({ "architecture": "wasm", "os": "wasi", "config": { "Entrypoint": [format!("/{file}")], "User": "1000:1000" }, "rootfs": { "type": "layers", "diff_ids": [berth_tests::oci::digest(&layer)] } });
     let c = a.blob("application/vnd.oci.image.config.v1+json", config.to_string().as_bytes());
     let m = serde_json::json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": c, "layers": [l] });
     let mut d = a.blob("application/vnd.oci.image.manifest.v1+json", m.to_string().as_bytes());
     d["platform"] = serde_json::json!({ "os": "wasi", "architecture": "wasm" });
-    a.index(&[(Some("example.com/user:1"), d)]);
-    let tar = env.c.dir.path().join("user.tar");
+    a.index(&[(Some(name), d)]);
+    let tar = env.c.dir.path().join(format!("{}.tar", name.replace(['/', ':'], "_")));
     std::fs::write(&tar, a.tar()).unwrap();
     assert!(env.ctr(&["image", "import", "--platform", "wasi/wasm", tar.to_str().unwrap()]).status.success());
+}
+
+#[test]
+fn a_killed_shim_takes_its_workers_with_it() {
+    let env = Env::new(&[]);
+    import_as_user(&env, guests::WAT_SLEEP, "example.com/user-sleep:1");
+    let o = env.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "example.com/user-sleep:1", "wsleep"]);
+    assert!(o.status.success(), "{}", text(&o));
+    env.wait_status("wsleep", "RUNNING");
+    let ps = env.ctr(&["task", "ps", "wsleep"]);
+    let worker: i32 = String::from_utf8_lossy(&ps.stdout).lines().nth(1).and_then(|l| l.split_whitespace().next()?.parse().ok()).unwrap_or_else(|| panic!("{}", text(&ps)));
+    let shims = env.shims();
+    assert!(!shims.contains(&(worker as u32)), "the guest runs in a worker, not in the shim");
+    let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
+    assert!(status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("1000")), "the worker runs as uid 1000:\n{status}");
+    for pid in shims {
+        // SAFETY: SIGKILL to a shim this test's containerd started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{worker}")).exists() && !std::fs::read_to_string(format!("/proc/{worker}/stat")).unwrap_or_default().contains(") Z") {
+        assert!(Instant::now() < deadline, "the worker outlived its shim");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.task_status("wsleep").is_some_and(|s| s != "STOPPED") {
+        assert!(Instant::now() < deadline, "containerd still shows the task: {:?}", env.task_status("wsleep"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = env.ctr(&["task", "rm", "wsleep"]);
+    assert!(env.ctr(&["container", "rm", "wsleep"]).status.success());
+}
+
+#[test]
+fn other_users_get_only_their_file_access_and_a_long_lived_shim_leaks_no_fds() {
+    let env = Env::new(&[(guests::WAT_SLEEP, "example.com/sleep:1"), (guests::HELLO_P1, "example.com/hello:1")]);
+    // An image whose config runs the file tool as 1000:1000.
+    import_as_user(&env, guests::FILE_TOOL_P1, "example.com/user:1");
     // A host directory with a root-only file and a public one, bind-mounted.
     let data = tempfile::tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;

@@ -42,6 +42,8 @@ pub fn run_bundle(id: &str, bundle: &Path, stdio: [&str; 3]) -> i32 {
             None => eprint!("{msg}"),
         }
     };
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
     let result = (|| -> Result<i32, String> {
         let mut plan = crate::oci::bundle::plan_from_bundle(bundle).map_err(|e| format!("{e}"))?;
         plan.name = id.to_string();
@@ -73,6 +75,17 @@ pub fn run_bundle(id: &str, bundle: &Path, stdio: [&str; 3]) -> i32 {
             // closes its own /proc/self/fd to it.
             // SAFETY: prctl(PR_SET_DUMPABLE) only sets a flag on this process.
             unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+        }
+        // The worker ends with the shim that started it (a killed shim's
+        // containers must not run on unseen). The credential change above
+        // cleared any earlier setting, so it is made here, then checked
+        // against a parent that died already.
+        // SAFETY: getppid and prctl(PR_SET_PDEATHSIG) have no preconditions.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::getppid() != parent {
+                return Ok(128 + libc::SIGKILL);
+            }
         }
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(|e| format!("starting the async runtime: {e}"))?;
         let interrupt = Interrupt::new();
