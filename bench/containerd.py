@@ -155,40 +155,28 @@ def main():
         runc_run = lambda i: c.ctr("run", "--rm", "bench.local/busybox:1", f"r{i}", "/bin/echo", "hello")
         print(f"containerd {sh('containerd', '--version').stdout.decode().split()[2]}, runc {sh('runc', '--version').stdout.decode().split()[2]}; {os.cpu_count()} cores")
         print()
-        # Cold start.
-        times = {"berth": [], "runc": []}
-        for i in range(n_cold + 3):
-            for name, fn in [("berth", berth_run), ("runc", runc_run)]:
-                t = time.perf_counter()
-                fn(i)
-                if i >= 3:
-                    times[name].append((time.perf_counter() - t) * 1000)
-        rb, rr = stats(times["berth"]), stats(times["runc"])
-        print(f"### cold `ctr run --rm`, N={n_cold} each, interleaved")
-        print()
-        print("| runtime | median ms | p10 ms | p90 ms |")
-        print("| --- | --- | --- | --- |")
-        print(f"| berth (wasm hello) | {rb[0]:.1f} | {rb[1]:.1f} | {rb[2]:.1f} |")
-        print(f"| runc (busybox echo) | {rr[0]:.1f} | {rr[1]:.1f} | {rr[2]:.1f} |")
-        print(f"\nratio berth / runc (median): **{rb[0] / rr[0]:.2f}**\n")
-        # Native fallback.
+        def interleaved(title, rows):
+            """Times each (label, fn) in turn, N rounds after 3 warm-ups; a
+            table of median/p10/p90 and the ratio first / second (median)."""
+            times = [[] for _ in rows]
+            for i in range(n_cold + 3):
+                for k, (_, fn) in enumerate(rows):
+                    t = time.perf_counter()
+                    fn(i)
+                    if i >= 3:
+                        times[k].append((time.perf_counter() - t) * 1000)
+            st = [stats(ts) for ts in times]
+            print(f"### {title}, N={n_cold} each, interleaved")
+            print()
+            print("| runtime | median ms | p10 ms | p90 ms |")
+            print("| --- | --- | --- | --- |")
+            for (label, _), x in zip(rows, st):
+                print(f"| {label} | {x[0]:.1f} | {x[1]:.1f} | {x[2]:.1f} |")
+            print(f"\nratio berth / runc (median): **{st[0][0] / st[1][0]:.2f}**\n")
+        interleaved("cold `ctr run --rm`", [("berth (wasm hello)", berth_run), ("runc (busybox echo)", runc_run)])
         native_berth = lambda i: c.ctr("run", "--rm", "--runtime", "io.containerd.berth.v1", "bench.local/busybox:1", f"nb{i}", "/bin/echo", "hello")
         native_runc = lambda i: c.ctr("run", "--rm", "bench.local/busybox:1", f"nr{i}", "/bin/echo", "hello")
-        times = {"berth": [], "runc": []}
-        for i in range(n_cold + 3):
-            for name, fn in [("berth", native_berth), ("runc", native_runc)]:
-                t = time.perf_counter()
-                fn(i)
-                if i >= 3:
-                    times[name].append((time.perf_counter() - t) * 1000)
-        nb, nr = stats(times["berth"]), stats(times["runc"])
-        print(f"### native: cold `ctr run --rm` of busybox `echo`, N={n_cold} each, interleaved")
-        print()
-        print("| runtime | median ms | p10 ms | p90 ms |")
-        print("| --- | --- | --- | --- |")
-        print(f"| berth (native fallback) | {nb[0]:.1f} | {nb[1]:.1f} | {nb[2]:.1f} |")
-        print(f"| runc | {nr[0]:.1f} | {nr[1]:.1f} | {nr[2]:.1f} |")
-        print(f"\nratio berth / runc (median): **{nb[0] / nr[0]:.2f}**\n")
+        interleaved("native: cold `ctr run --rm` of busybox `echo`", [("berth (native fallback)", native_berth), ("runc", native_runc)])
         # Churn.
         def churn(fn):
             t = time.perf_counter()
