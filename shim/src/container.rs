@@ -1,6 +1,7 @@
-//! One wasm container inside the shim: its plan and compiled code, its
-//! state (created, running, stopped), its exit, and the tokio task that
-//! runs it.
+//! One container of the shim: a wasm guest run (or served) on the shim's
+//! engine, a wasm guest of another user in a worker process, or a native
+//! container; its state (created, running, stopped), its exit, and its
+//! exec'd processes.
 use crate::exec::Exec;
 pub use crate::lifecycle::{timestamp, Exited, Status};
 use crate::lifecycle::Lifecycle;
@@ -8,7 +9,7 @@ use berth_host::oci::{bundle, detect};
 use berth_host::plan::{RunPlan, Stdio};
 use berth_host::oci::annotations::DEFAULT_HTTP_ADDR;
 use berth_host::wasm::http::{self, HttpService};
-use berth_host::wasm::{server, Exit, Interrupt, Meter, Prepared, Reason, Runtime};
+use berth_host::wasm::{server, Interrupt, Meter, Prepared, Reason, Runtime};
 use containerd_shim_protos::api::Mount;
 use futures::FutureExt;
 use std::path::{Path, PathBuf};
@@ -126,10 +127,11 @@ impl Container {
             detect::Kind::Native => Self::create_native(&req).await.map_err(undo)?,
             detect::Kind::Wasm => Self::create_wasm(runtime, &req, &spec, &pod).await.map_err(undo)?,
         };
-        let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+        // Guests run here report traps on their stderr; workers and native
+        // containers write their own.
         let stderr = match job {
-            Job::Native { .. } => None,
-            _ => path(&req.stdio[2]).and_then(|p| berth_host::wasm::open_stdio(&p, true).ok()),
+            Job::Run { .. } | Job::Serve { .. } => fifo(&req.stdio[2]).and_then(|p| berth_host::wasm::open_stdio(&p, true).ok()),
+            Job::Native { .. } | Job::Worker { .. } => None,
         };
         Ok(Container {
             id,
@@ -185,8 +187,7 @@ impl Container {
         if req.terminal {
             return Err(CreateError::Terminal { id });
         }
-        let undo = |e| e;
-        let mut plan = bundle::plan_from_spec(req.bundle, spec).map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?;
+        let mut plan = bundle::plan_from_spec(req.bundle, spec).map_err(|source| CreateError::Bundle { id: id.clone(), source })?;
         plan.name = id.clone();
         // A guest must never get more file access than its user would: the
         // shim cannot switch identity per guest (it serves many), so a guest
@@ -194,23 +195,23 @@ impl Container {
         // (Root's supplementary groups, which containerd's default spec
         // lists, add nothing to root's access.)
         let other_user = plan.user.as_ref().filter(|u| u.uid != 0 || u.gid != 0).cloned();
-        let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
-        plan.stdio = Stdio::Paths { stdin: path(&req.stdio[0]), stdout: path(&req.stdio[1]), stderr: path(&req.stdio[2]) };
+        plan.stdio = Stdio::Paths { stdin: fifo(&req.stdio[0]), stdout: fifo(&req.stdio[1]), stderr: fifo(&req.stdio[2]) };
         let (rt, p) = (runtime.clone(), plan.clone());
         let prepared = tokio::task::spawn_blocking(move || rt.prepare(&p))
             .await
             .expect("compile task")
-            .map_err(|source| undo(CreateError::Load { id: id.clone(), source }))?;
+            .map_err(|source| CreateError::Load { id: id.clone(), source })?;
+        let serves_http = http::is_http_handler(&prepared);
         let job = if let Some(u) = other_user {
-            if http::is_http_handler(&prepared) {
-                return Err(undo(CreateError::User { id: id.clone(), uid: u.uid, gid: u.gid }));
+            if serves_http {
+                return Err(CreateError::User { id: id.clone(), uid: u.uid, gid: u.gid });
             }
             tracing::info!(container_id = %id, pod_id = %pod, uid = u.uid, gid = u.gid, "wasm container of another user: it runs in a worker process under that user");
             Job::Worker { pid: Mutex::new(None) }
-        } else if http::is_http_handler(&prepared) {
-            let service = HttpService::new(runtime.clone(), &prepared, &plan).map_err(|source| undo(CreateError::Load { id: id.clone(), source }))?;
+        } else if serves_http {
+            let service = HttpService::new(runtime.clone(), &prepared, &plan).map_err(|source| CreateError::Load { id: id.clone(), source })?;
             let addr = plan.http_listen.unwrap_or_else(|| DEFAULT_HTTP_ADDR.parse().expect("default address"));
-            let listener = server::bind(addr, plan.net_namespace.as_deref()).map_err(|e| undo(CreateError::Listen { id: id.clone(), addr, reason: e.to_string() }))?;
+            let listener = server::bind(addr, plan.net_namespace.as_deref()).map_err(|e| CreateError::Listen { id: id.clone(), addr, reason: e.to_string() })?;
             tracing::info!(container_id = %id, pod_id = %pod, address = %addr, net_namespace = ?plan.net_namespace, "wasi:http component: served, an instance per request");
             Job::Serve { service: Arc::new(service), listener: Mutex::new(Some(listener)), stop: watch::channel(0).0 }
         } else {
@@ -241,46 +242,29 @@ impl Container {
                 self.life.unbegin();
                 return Err(e.to_string());
             }
-            let exit = exit.lock().unwrap().take();
-            let c = self.clone();
-            tokio::spawn(async move {
-                // A dropped sender means the shim lost the process: report it killed.
-                let status = match exit {
-                    Some(rx) => rx.await.unwrap_or(128 + libc::SIGKILL),
-                    None => 128 + libc::SIGKILL,
-                };
-                tracing::info!(container_id = %c.id, pod_id = %c.pod, exit_status = status, "native container exited");
-                on_exit(c.finish(status as u32));
-            });
+            // None: the watch was taken by a Kill of the created
+            // container, which saw its end; that exit stands.
+            if let Some(rx) = exit.lock().unwrap().take() {
+                self.wait_process(rx, on_exit);
+            }
             return Ok(());
         }
         if let Job::Worker { pid } = &self.job {
-            let spawned = std::process::Command::new("/proc/self/exe")
-                .arg(berth_host::native::HELPER_ARG)
-                .args(["wasm", &self.id])
-                .arg(&self.bundle)
-                .arg("-")
-                .args(&self.stdio)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn();
+            let spawned = crate::exec::helper("wasm").and_then(|mut cmd| {
+                cmd.arg(&self.id).arg(&self.bundle).arg("-").args(&self.stdio);
+                cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+                cmd.spawn().map_err(|e| format!("starting its worker: {e}"))
+            });
             let child = match spawned {
                 Ok(c) => c.id() as i32,
                 Err(e) => {
                     self.life.unbegin();
-                    return Err(format!("container {}: starting its worker: {e}", self.id));
+                    return Err(format!("container {}: {e}", self.id));
                 }
             };
             *pid.lock().unwrap() = Some(child);
             // The reaper waits for it (the Child handle is dropped unwaited).
-            let rx = crate::reaper::watch(child);
-            let c = self.clone();
-            tokio::spawn(async move {
-                let status = rx.await.unwrap_or(128 + libc::SIGKILL);
-                tracing::info!(container_id = %c.id, pod_id = %c.pod, exit_status = status, "worker exited");
-                on_exit(c.finish(status as u32));
-            });
+            self.wait_process(crate::reaper::watch(child), on_exit);
             return Ok(());
         }
         let c = self.clone();
@@ -297,6 +281,17 @@ impl Container {
             on_exit(e);
         });
         Ok(())
+    }
+
+    /// Records the exit of the container's process (native or worker) when
+    /// the reaper sees it, then runs `on_exit`.
+    fn wait_process(self: &Arc<Self>, rx: tokio::sync::oneshot::Receiver<i32>, on_exit: impl FnOnce(Exited) + Send + 'static) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            let status = crate::reaper::status(rx).await;
+            tracing::info!(container_id = %c.id, pod_id = %c.pod, exit_status = status, "container process exited");
+            on_exit(c.finish(status as u32));
+        });
     }
 
     /// The pid containerd sees for the container: a native container's
@@ -370,24 +365,23 @@ impl Container {
 
     /// Runs the command to its exit; the exit status.
     async fn run(&self, runtime: Arc<Runtime>, plan: &RunPlan, prepared: &Prepared) -> i32 {
-        let c = self;
-        let run = runtime.run_metered(prepared, plan, &c.interrupt, c.meter.clone());
+        let run = runtime.run_metered(prepared, plan, &self.interrupt, self.meter.clone());
         match std::panic::AssertUnwindSafe(run).catch_unwind().await {
             Ok(Ok((exit, usage))) => {
-                if let Exit::Trap(msg) = &exit {
-                    c.tell_stderr(&format!("berth: {} trapped (exit status {}):\n{msg}\n", c.id, exit.status()));
+                if let Some(report) = exit.trap_report(&self.id) {
+                    self.tell_stderr(&report);
                 }
-                tracing::info!(container_id = %c.id, pod_id = %c.pod, exit = ?exit, memory_bytes = usage.memory_bytes, cpu_ns = c.meter.cpu_ns(), "container exited");
+                tracing::info!(container_id = %self.id, pod_id = %self.pod, exit = ?exit, memory_bytes = usage.memory_bytes, cpu_ns = self.meter.cpu_ns(), "container exited");
                 exit.status()
             }
             Ok(Err(e)) => {
-                c.tell_stderr(&format!("berth: {}: {e}\n", c.id));
-                tracing::warn!(container_id = %c.id, pod_id = %c.pod, error = %e, "container failed to run");
+                self.tell_stderr(&format!("berth: {}: {e}\n", self.id));
+                tracing::warn!(container_id = %self.id, pod_id = %self.pod, error = %e, "container failed to run");
                 125
             }
             Err(_) => {
-                tracing::error!(container_id = %c.id, pod_id = %c.pod, "the guest's host code panicked; the other containers are unaffected");
-                c.tell_stderr(&format!("berth: {}: internal error while running the guest\n", c.id));
+                tracing::error!(container_id = %self.id, pod_id = %self.pod, "the guest's host code panicked; the other containers are unaffected");
+                self.tell_stderr(&format!("berth: {}: internal error while running the guest\n", self.id));
                 134
             }
         }
@@ -424,18 +418,14 @@ impl Container {
             // with default signal actions: most signals end it).
             let rx = if self.status() == Status::Created { exit.lock().unwrap().take() } else { None };
             let Some(rx) = rx else { return Ok(None) };
-            return match tokio::time::timeout(std::time::Duration::from_secs(10), rx).await {
-                Ok(status) => Ok(Some(self.finish(status.unwrap_or(128 + libc::SIGKILL) as u32))),
+            return match tokio::time::timeout(std::time::Duration::from_secs(10), crate::reaper::status(rx)).await {
+                Ok(status) => Ok(Some(self.finish(status as u32))),
                 Err(_) => Err(format!("container {}: its process did not exit after signal {signal}", self.id)),
             };
         }
         if let Job::Worker { pid } = &self.job {
             if let (Status::Running, Some(p)) = (self.status(), *pid.lock().unwrap()) {
-                if signal != 0 {
-                    // SAFETY: kill(2) of the worker this shim started and
-                    // reaps (its pid cannot be reused before that).
-                    unsafe { libc::kill(p, signal as i32) };
-                }
+                crate::reaper::signal(p, signal as i32).map_err(|e| format!("container {}: signal {signal}: {e}", self.id))?;
                 return Ok(None);
             }
         }
@@ -532,6 +522,11 @@ impl Container {
             unmount_rootfs(&self.bundle.join("rootfs"));
         }
     }
+}
+
+/// A stdio path from containerd; empty means none.
+fn fifo(path: &str) -> Option<PathBuf> {
+    (!path.is_empty()).then(|| PathBuf::from(path))
 }
 
 /// Resident memory (bytes) and CPU time (ns) of a process, from /proc.

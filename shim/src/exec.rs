@@ -71,7 +71,7 @@ impl Exec {
         let rx = crate::reaper::watch(pid);
         let me = self.clone();
         tokio::spawn(async move {
-            let status = rx.await.unwrap_or(128 + libc::SIGKILL);
+            let status = crate::reaper::status(rx).await;
             tracing::info!(exec_id = %me.id, pid, exit_status = status, "exec process exited");
             on_exit(me.life.finish(status as u32));
         });
@@ -92,17 +92,7 @@ impl Exec {
     pub fn kill(&self, signal: u32) -> Result<(), String> {
         let pid = *self.pid.lock().unwrap();
         match (self.life.status(), pid) {
-            (Status::Running, Some(pid)) => {
-                // SAFETY: kill(2) of the exec process this shim reaps (it
-                // cannot be reused before we have waited for it).
-                if unsafe { libc::kill(pid, signal as i32) } != 0 {
-                    let e = std::io::Error::last_os_error();
-                    if e.raw_os_error() != Some(libc::ESRCH) {
-                        return Err(format!("exec {}: signal {signal}: {e}", self.id));
-                    }
-                }
-                Ok(())
-            }
+            (Status::Running, Some(pid)) => crate::reaper::signal(pid, signal as i32).map_err(|e| format!("exec {}: signal {signal}: {e}", self.id)),
             (Status::Created, _) => {
                 self.life.finish(128 + signal);
                 Ok(())

@@ -29,6 +29,25 @@ pub fn watch(pid: i32) -> oneshot::Receiver<i32> {
     rx
 }
 
+/// The status a watched process ended with; a process the shim lost
+/// track of (its watch dropped) counts as killed.
+pub async fn status(rx: oneshot::Receiver<i32>) -> i32 {
+    rx.await.unwrap_or(128 + libc::SIGKILL)
+}
+
+/// Sends `signal` to a process this shim started and reaps (its pid cannot
+/// be reused before it is reaped); one that is already gone is fine.
+pub fn signal(pid: i32, signal: i32) -> std::io::Result<()> {
+    // SAFETY: kill(2) has no memory preconditions; see above for the pid.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 fn reap_watched() {
     let mut w = WATCHED.lock().unwrap();
     let Some(map) = w.as_mut() else { return };

@@ -71,11 +71,13 @@ impl TaskService {
         Ok((c, Some(e)))
     }
 
-    fn exit_event(c: &Container, e: Exited) -> TaskExit {
+    /// The exit event of process `id` (the container's own, or an exec's)
+    /// of `container`.
+    fn exit_event(container: &str, id: &str, pid: u32, e: Exited) -> TaskExit {
         TaskExit {
-            container_id: c.id.clone(),
-            id: c.id.clone(),
-            pid: c.pid(),
+            container_id: container.to_string(),
+            id: id.to_string(),
+            pid,
             exit_status: e.status,
             exited_at: Some(timestamp(e.at)).into(),
             ..Default::default()
@@ -142,7 +144,7 @@ impl Task for TaskService {
             let (svc, cid, eid, proc_) = (self.clone(), req.id.clone(), req.exec_id.clone(), e.clone());
             let pid = c
                 .start_exec(&e, move |x| {
-                    let ev = TaskExit { container_id: cid, id: eid, pid: proc_.pid(), exit_status: x.status, exited_at: Some(timestamp(x.at)).into(), ..Default::default() };
+                    let ev = TaskService::exit_event(&cid, &eid, proc_.pid(), x);
                     tokio::spawn(async move { svc.publish("/tasks/exit", Box::new(ev)).await });
                 })
                 .await
@@ -152,7 +154,7 @@ impl Task for TaskService {
         }
         let (svc, exited) = (self.clone(), c.clone());
         c.start(self.runtime()?, move |e| {
-            tokio::spawn(async move { svc.publish("/tasks/exit", Box::new(TaskService::exit_event(&exited, e))).await });
+            tokio::spawn(async move { svc.publish("/tasks/exit", Box::new(TaskService::exit_event(&exited.id, &exited.id, exited.pid(), e))).await });
         })
         .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
         self.publish("/tasks/start", Box::new(TaskStart { container_id: req.id.clone(), pid: c.pid(), ..Default::default() })).await;
@@ -167,7 +169,7 @@ impl Task for TaskService {
         }
         tracing::info!(container_id = %req.id, pod_id = %c.pod, signal = req.signal, "kill");
         if let Some(e) = c.kill(req.signal, req.all).await.map_err(|e| status(Code::INTERNAL, e))? {
-            self.publish("/tasks/exit", Box::new(TaskService::exit_event(&c, e))).await;
+            self.publish("/tasks/exit", Box::new(TaskService::exit_event(&c.id, &c.id, c.pid(), e))).await;
         }
         Ok(Empty::new())
     }

@@ -6,7 +6,7 @@ use berth_host::caps::{dirs, identity, net::NetPolicy};
 use berth_host::oci::image::{self, store::Store, unpack};
 use berth_host::oci::{annotations, bundle, entry};
 use berth_host::plan::{CpuQuota, Entrypoint, ModuleSource, RunPlan};
-use berth_host::wasm::{cache::Cache, EngineOptions, Exit, Interrupt, Reason, Runtime, WasmEngine};
+use berth_host::wasm::{cache::Cache, EngineOptions, Exit, Reason, Runtime, WasmEngine};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -84,28 +84,16 @@ pub fn run(args: RunArgs) -> Result<i32> {
     if berth_host::wasm::http::is_http_handler(&prepared) {
         return serve_plan(Arc::new(runtime), &prepared, &plan);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let interrupt = Interrupt::new();
-    let (exit, usage) = rt.block_on(async {
-        berth_host::wasm::worker::forward_signals(&interrupt).context("installing signal handlers")?;
-        runtime.run(&prepared, &plan, &interrupt).await.map_err(anyhow::Error::from)
-    })?;
+    let (exit, usage) = berth_host::wasm::worker::run_foreground(&runtime, &prepared, &plan, 2)?;
     tracing::debug!(exit = ?exit, memory_bytes = usage.memory_bytes, table_bytes = usage.table_bytes, refused_growth = usage.refused, "guest finished");
     match &exit {
-        Exit::Trap(msg) => eprintln!("berth: {} trapped (exit status {}):\n{msg}", plan.name, exit.status()),
+        Exit::Trap(_) => eprint!("{}", exit.trap_report(&plan.name).unwrap_or_default()),
         Exit::Stopped(Reason::Timeout) => {
             eprintln!("berth: {} stopped: timeout of {} reached", plan.name, humantime::format_duration(plan.limits.timeout.unwrap_or_default()))
         }
         Exit::Stopped(Reason::Signal(s)) => tracing::info!(signal = s, "guest stopped by signal"),
         Exit::Code(_) => {}
     }
-    // A blocking task (e.g. a stdin read of a stopped guest) must not keep
-    // berth from exiting.
-    rt.shutdown_timeout(std::time::Duration::from_millis(100));
     Ok(exit.status())
 }
 

@@ -249,9 +249,13 @@ pub fn helper_main(args: &[String]) -> i32 {
         let [verb, id, path, root, i, o, e, rest @ ..] = args else {
             return Err(NativeError::Op { id: String::new(), what: "parsing the helper's arguments", reason: format!("{args:?}") });
         };
+        if verb == "wasm" {
+            // A wasm container under its own user: runs to its end here
+            // (and opens its own stdio).
+            std::process::exit(crate::wasm::worker::run_bundle(id, Path::new(path), [i, o, e]));
+        }
         let open = |p: &String, write: bool| -> Result<Option<OwnedFd>, NativeError> {
-            let p = if p.is_empty() { "/dev/null" } else { p.as_str() };
-            crate::wasm::open_stdio(Path::new(p), write).map(|f| Some(f.into())).map_err(|err| NativeError::Stdio { id: id.clone(), path: p.to_string(), reason: err.to_string() })
+            crate::wasm::open_stdio_or_null(p, write).map(|f| Some(f.into())).map_err(|err| NativeError::Stdio { id: id.clone(), path: p.to_string(), reason: err.to_string() })
         };
         let console = rest.first().filter(|s| !s.is_empty()).map(PathBuf::from);
         // With a terminal, the container's stdio is the pty's other end.
@@ -260,8 +264,6 @@ pub fn helper_main(args: &[String]) -> i32 {
             None => StdioFds { stdin: open(i, false)?, stdout: open(o, true)?, stderr: open(e, true)? },
         };
         match verb.as_str() {
-            // A wasm container under its own user: runs to its end here.
-            "wasm" => std::process::exit(crate::wasm::worker::run_bundle(id, Path::new(path), [i, o, e])),
             "create" => create(CreateRequest { id, bundle: Path::new(path), state_root: Path::new(root), stdio, console_socket: console }),
             "exec" => exec(Path::new(root), id, Path::new(path), stdio, console),
             other => Err(NativeError::Op { id: id.clone(), what: "parsing the helper's arguments", reason: format!("unknown verb {other:?}") }),

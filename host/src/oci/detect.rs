@@ -77,25 +77,16 @@ pub fn detect(bundle: &Path, spec: &Spec) -> Result<Detection, BundleError> {
     let exists = |p: &str| entry::open_in_root(&rootfs, p).is_ok();
     let (file, _) = entry::split_export(arg0, exists);
     let found = entry::find_in_root(&rootfs, &file, &cwd, path_env)?;
-    let mut head = [0u8; 4];
-    let n = entry::open_in_root(&rootfs, &found)
-        .and_then(|mut f| {
-            let mut n = 0;
-            while n < head.len() {
-                match f.read(&mut head[n..])? {
-                    0 => break,
-                    k => n += k,
-                }
-            }
-            Ok(n)
-        })
+    let mut head = Vec::with_capacity(4);
+    entry::open_in_root(&rootfs, &found)
+        .and_then(|f| f.take(4).read_to_end(&mut head))
         .map_err(|e| invalid(format!("reading the entrypoint {found}: {e}")))?;
-    match sniff(&head[..n], &found) {
+    match sniff(&head, &found) {
         Some(Kind::Wasm) => Ok(decided(Kind::Wasm, format!("{found} is a wasm module"))),
         Some(Kind::Native) => Ok(decided(Kind::Native, format!("{found} is a native program (ELF or #! script)"))),
         None => Err(invalid(format!(
             "the entrypoint {found} (args[0] {arg0:?}) is neither wasm (\\0asm, .wat) nor a native program (ELF, #!); it starts with {:02x?}",
-            &head[..n]
+            head
         ))),
     }
 }

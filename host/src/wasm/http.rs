@@ -95,14 +95,13 @@ pub type Resp = hyper::Response<HyperOutgoingBody>;
 /// for wasm32-wasip2 do, with an empty `main`).
 pub fn is_http_handler(prepared: &Prepared) -> bool {
     let Loaded::Component(c) = prepared.loaded() else { return false };
-    let engine = c.engine().clone();
     let ty = c.component_type();
-    let found = ty.exports(&engine).any(|(name, _)| name.starts_with("wasi:http/incoming-handler@"));
+    let found = ty.exports(c.engine()).any(|(name, _)| name.starts_with("wasi:http/incoming-handler@"));
     found
 }
 
 /// A plain-text response (errors and refusals).
-pub fn text(status: u16, msg: String) -> hyper::Response<HyperOutgoingBody> {
+pub fn text(status: u16, msg: String) -> Resp {
     let body = http_body_util::Full::new(Bytes::from(msg)).map_err(|never| match never {}).boxed_unsync();
     let mut r = hyper::Response::new(body);
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);

@@ -62,6 +62,15 @@ impl Exit {
             Exit::Stopped(Reason::Timeout) => EXIT_TIMEOUT,
         }
     }
+
+    /// What the user is told when guest `name` trapped (ending in a
+    /// newline); `None` for any other end.
+    pub fn trap_report(&self, name: &str) -> Option<String> {
+        match self {
+            Exit::Trap(msg) => Some(format!("berth: {name} trapped (exit status {}):\n{msg}\n", self.status())),
+            _ => None,
+        }
+    }
 }
 
 /// A guest stopped by an [`Interrupt`], raised from the epoch callback.

@@ -51,6 +51,12 @@ fn stdio(b: &mut WasiCtxBuilder, s: &Stdio) -> Result<(), RunError> {
     Ok(())
 }
 
+/// [`open_stdio`] of a path containerd gave, where empty means none
+/// (`/dev/null`).
+pub fn open_stdio_or_null(path: &str, write: bool) -> Result<std::fs::File, RunError> {
+    open_stdio(Path::new(if path.is_empty() { "/dev/null" } else { path }), write)
+}
+
 /// Opens a stdio path without blocking on the other end of a FIFO: an
 /// output FIFO is opened read-write (its reader may not be there yet), an
 /// input FIFO non-blocking and then switched to blocking reads (so the

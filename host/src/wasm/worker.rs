@@ -7,13 +7,40 @@
 //! `berth` command does) before it opens any granted directory, so the
 //! kernel checks every file access of the guest. SIGTERM and SIGINT stop the
 //! guest (143 / 130); its exit status is the worker's.
-use super::{cache::Cache, EngineOptions, Exit, Interrupt, Reason, Runtime, WasmEngine};
-use crate::plan::Stdio;
+use super::limits::Usage;
+use super::{cache::Cache, EngineOptions, Exit, Interrupt, Prepared, Reason, RunError, Runtime, WasmEngine};
+use crate::plan::{RunPlan, Stdio};
 use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForegroundError {
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Runs a prepared guest to its end on an async runtime of its own (with
+/// `threads` worker threads), SIGINT and SIGTERM stopping it (130 / 143):
+/// a process that hosts one guest (`berth run`, a worker).
+pub fn run_foreground(runtime: &Runtime, prepared: &Prepared, plan: &RunPlan, threads: usize) -> Result<(Exit, Usage), ForegroundError> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().map_err(ForegroundError::Runtime)?;
+    let interrupt = Interrupt::new();
+    let result = rt.block_on(async {
+        forward_signals(&interrupt).map_err(ForegroundError::Signals)?;
+        Ok(runtime.run(prepared, plan, &interrupt).await?)
+    });
+    // A blocking task (e.g. a stdin read of a stopped guest) must not keep
+    // the process from exiting.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
+}
 
 /// SIGINT and SIGTERM stop the guest behind `interrupt` (exit 130 / 143).
 /// Must be called inside a tokio runtime.
-pub fn forward_signals(interrupt: &Interrupt) -> std::io::Result<()> {
+fn forward_signals(interrupt: &Interrupt) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     for (kind, num) in [(SignalKind::interrupt(), libc::SIGINT), (SignalKind::terminate(), libc::SIGTERM)] {
         let mut s = signal(kind)?;
@@ -31,35 +58,18 @@ pub fn forward_signals(interrupt: &Interrupt) -> std::io::Result<()> {
 /// stdio paths (empty: none) under its `process.user`; its exit status.
 /// Errors and traps are reported on the container's stderr.
 pub fn run_bundle(id: &str, bundle: &Path, stdio: [&str; 3]) -> i32 {
-    let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
-    let stderr = path(stdio[2]).and_then(|p| super::open_stdio(&p, true).ok());
-    let report = |msg: String| {
-        use std::io::Write;
-        match &stderr {
-            Some(f) => {
-                let _ = (&*f).write_all(msg.as_bytes());
-            }
-            None => eprint!("{msg}"),
-        }
-    };
     // SAFETY: getppid has no preconditions.
     let parent = unsafe { libc::getppid() };
+    // The stdio FIFOs are opened first, as root (containerd keeps them in a
+    // directory closed to other users), and become this process's own
+    // stdio, which the guest inherits and every report below goes to.
+    if let Err(e) = take_stdio(stdio) {
+        eprintln!("berth: {id}: {e}");
+        return 125;
+    }
     let result = (|| -> Result<i32, String> {
         let mut plan = crate::oci::bundle::plan_from_bundle(bundle).map_err(|e| format!("{e}"))?;
         plan.name = id.to_string();
-        // The stdio FIFOs are opened now, as root (containerd keeps them in
-        // a directory closed to other users), and become this process's
-        // own stdio, which the guest inherits.
-        for (fd, p) in stdio.iter().enumerate() {
-            let p = if p.is_empty() { "/dev/null" } else { p };
-            let f = super::open_stdio(Path::new(p), fd != 0).map_err(|e| format!("{e}"))?;
-            use std::os::fd::AsRawFd;
-            // SAFETY: dup2 onto this process's standard descriptors, from a
-            // descriptor that is open; nothing else uses them here.
-            if unsafe { libc::dup2(f.as_raw_fd(), fd as i32) } < 0 {
-                return Err(format!("setting up the guest's stdio: {}", std::io::Error::last_os_error()));
-            }
-        }
         plan.stdio = Stdio::Inherit;
         let engine = WasmEngine::new(&EngineOptions::single()).map_err(|e| format!("{e:#}"))?;
         let runtime = Runtime::new(engine, Cache::new(crate::paths::cache_dir()), 1 << 30);
@@ -87,22 +97,31 @@ pub fn run_bundle(id: &str, bundle: &Path, stdio: [&str; 3]) -> i32 {
                 return Ok(128 + libc::SIGKILL);
             }
         }
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(|e| format!("starting the async runtime: {e}"))?;
-        let interrupt = Interrupt::new();
-        let (exit, _) = rt.block_on(async {
-            forward_signals(&interrupt).map_err(|e| format!("installing signal handlers: {e}"))?;
-            runtime.run(&prepared, &plan, &interrupt).await.map_err(|e| format!("{e}"))
-        })?;
-        if let Exit::Trap(msg) = &exit {
-            report(format!("berth: {id} trapped (exit status {}):\n{msg}\n", exit.status()));
+        let (exit, _) = run_foreground(&runtime, &prepared, &plan, 1).map_err(|e| format!("{e}"))?;
+        if let Some(report) = exit.trap_report(id) {
+            eprint!("{report}");
         }
-        rt.shutdown_timeout(std::time::Duration::from_millis(100));
         Ok(exit.status())
     })();
     result.unwrap_or_else(|e| {
-        report(format!("berth: {id}: {e}\n"));
+        eprintln!("berth: {id}: {e}");
         125
     })
+}
+
+/// Opens the container's stdio paths (empty: /dev/null) onto this
+/// process's descriptors 0, 1 and 2.
+fn take_stdio(stdio: [&str; 3]) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    for (fd, p) in stdio.iter().enumerate() {
+        let f = super::open_stdio_or_null(p, fd != 0).map_err(|e| format!("{e}"))?;
+        // SAFETY: dup2 onto this process's standard descriptors, from a
+        // descriptor that is open; nothing else uses them here.
+        if unsafe { libc::dup2(f.as_raw_fd(), fd as i32) } < 0 {
+            return Err(format!("setting up the guest's stdio: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 /// Opens each granted directory (O_PATH) and points the plan at it through
