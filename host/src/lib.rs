@@ -6,6 +6,7 @@
 //! inside [`wasm`].
 
 pub mod caps;
+pub mod containerd;
 pub mod install;
 pub mod native;
 pub mod oci;

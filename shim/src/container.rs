@@ -5,8 +5,11 @@
 use crate::exec::Exec;
 pub use crate::lifecycle::{timestamp, Exited, Status};
 use crate::lifecycle::Lifecycle;
+use berth_host::containerd;
+use berth_host::oci::entry::EntryError;
+use berth_host::oci::image::{build, store::Store};
 use berth_host::oci::{bundle, detect};
-use berth_host::plan::{RunPlan, Stdio};
+use berth_host::plan::{ModuleSource, RunPlan, Stdio};
 use berth_host::oci::annotations::DEFAULT_HTTP_ADDR;
 use berth_host::wasm::http::{self, HttpService};
 use berth_host::wasm::{server, Interrupt, Meter, Prepared, Reason, Runtime};
@@ -33,6 +36,8 @@ pub enum CreateError {
     User { id: String, uid: u32, gid: u32 },
     #[error("container {id}: serving wasi:http on {addr}: {reason}; choose another address with the BERTH_HTTP_ADDR env or the berth.dev/http-listen annotation")]
     Listen { id: String, addr: std::net::SocketAddr, reason: String },
+    #[error("container {id}: {missing}; berth could not read its image from containerd as a wasm artifact: {reason}")]
+    Artifact { id: String, missing: String, reason: String },
     #[error("{0}")]
     Native(String),
     #[error("container {id}: {source}")]
@@ -57,10 +62,17 @@ enum Job {
     },
     /// A wasm container whose `process.user` is not root: run at Start by a
     /// worker process under that user ([`berth_host::wasm::worker`]).
-    Worker { pid: Mutex<Option<i32>> },
+    /// `module`: the digest of its wasm artifact layer in berth's store,
+    /// when its module is not in its rootfs.
+    Worker { pid: Mutex<Option<i32>>, module: Option<String> },
     /// A Linux namespace container (libcontainer) whose process is `pid`;
     /// its state lives under `root`.
     Native { pid: i32, root: PathBuf, exit: Mutex<Option<tokio::sync::oneshot::Receiver<i32>>>, terminal: Option<std::fs::File> },
+}
+
+/// Whether a bundle error says `args[0]` is not in the rootfs.
+fn entry_missing(e: &bundle::BundleError) -> bool {
+    matches!(e, bundle::BundleError::Entry(EntryError::NotFound { .. }))
 }
 
 /// Where the shim keeps native containers' state for a containerd namespace.
@@ -94,6 +106,9 @@ pub struct CreateRequest<'a> {
     pub stdio: [String; 3],
     /// Where native containers' state is kept ([`native_root`]).
     pub native_root: PathBuf,
+    /// containerd's gRPC socket and the container's namespace there.
+    pub containerd: &'a Path,
+    pub namespace: &'a str,
 }
 
 impl Container {
@@ -121,11 +136,18 @@ impl Container {
         };
         let spec = bundle::load_spec(req.bundle).map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?;
         let pod = spec.annotations().as_ref().and_then(|a| a.get(crate::service::SANDBOX_ID)).cloned().unwrap_or_default();
-        let kind = detect::detect(req.bundle, &spec).map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?;
+        let (kind, module) = match detect::detect(req.bundle, &spec) {
+            Err(e) if entry_missing(&e) => {
+                let (image, module) = Self::artifact(&req, e).await.map_err(undo)?;
+                let reason = format!("args[0] is not in the rootfs and image {image} is a wasm artifact: its module is the {} layer", build::WASM_LAYER_MEDIA_TYPE);
+                (detect::Detection { kind: detect::Kind::Wasm, reason }, Some(module))
+            }
+            r => (r.map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?, None),
+        };
         tracing::info!(container_id = %id, pod_id = %pod, runtime = ?kind.kind, reason = %kind.reason, "runtime chosen");
         let job = match kind.kind {
             detect::Kind::Native => Self::create_native(&req).await.map_err(undo)?,
-            detect::Kind::Wasm => Self::create_wasm(runtime, &req, &spec, &pod).await.map_err(undo)?,
+            detect::Kind::Wasm => Self::create_wasm(runtime, &req, &spec, &pod, module).await.map_err(undo)?,
         };
         // Guests run here report traps on their stderr; workers and native
         // containers write their own.
@@ -182,12 +204,36 @@ impl Container {
 
     /// A wasm container: the plan from `config.json`, the guest compiled
     /// (or loaded from cache), and for wasi:http components the listener.
-    async fn create_wasm(runtime: &Arc<Runtime>, req: &CreateRequest<'_>, spec: &oci_spec::runtime::Spec, pod: &str) -> Result<Job, CreateError> {
+    /// The module of a container whose `args[0]` is not in its rootfs
+    /// (`missing` says so): its image's wasm layer, when containerd holds
+    /// that image as a CNCF wasm artifact. Otherwise `missing` is the error.
+    async fn artifact(req: &CreateRequest<'_>, missing: bundle::BundleError) -> Result<(String, ModuleSource), CreateError> {
+        let id = req.id.to_string();
+        let fail = |reason: String| CreateError::Artifact { id: id.clone(), missing: missing.to_string(), reason };
+        let store = Store::open(Store::default_dir()).map_err(|e| fail(e.to_string()))?;
+        let mut client = containerd::Client::connect(req.containerd, req.namespace).await.map_err(|e| fail(e.to_string()))?;
+        match containerd::artifact_module(&mut client, &store, &id).await {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => Err(CreateError::Bundle { id, source: missing }),
+            Err(e) => Err(fail(e.to_string())),
+        }
+    }
+
+    async fn create_wasm(runtime: &Arc<Runtime>, req: &CreateRequest<'_>, spec: &oci_spec::runtime::Spec, pod: &str, module: Option<ModuleSource>) -> Result<Job, CreateError> {
         let id = req.id.to_string();
         if req.terminal {
             return Err(CreateError::Terminal { id });
         }
-        let mut plan = bundle::plan_from_spec(req.bundle, spec).map_err(|source| CreateError::Bundle { id: id.clone(), source })?;
+        // Detection by annotation does not look for args[0]: the plan may
+        // find it missing too.
+        let plan = match bundle::plan_with_module(req.bundle, spec, module.clone()) {
+            Err(e) if module.is_none() && entry_missing(&e) => {
+                let (_, module) = Self::artifact(req, e).await?;
+                bundle::plan_with_module(req.bundle, spec, Some(module))
+            }
+            r => r,
+        };
+        let mut plan = plan.map_err(|source| CreateError::Bundle { id: id.clone(), source })?;
         plan.name = id.clone();
         // A guest must never get more file access than its user would: the
         // shim cannot switch identity per guest (it serves many), so a guest
@@ -207,7 +253,11 @@ impl Container {
                 return Err(CreateError::User { id: id.clone(), uid: u.uid, gid: u.gid });
             }
             tracing::info!(container_id = %id, pod_id = %pod, uid = u.uid, gid = u.gid, "wasm container of another user: it runs in a worker process under that user");
-            Job::Worker { pid: Mutex::new(None) }
+            let module = match &plan.entrypoint.source {
+                ModuleSource::Blob { digest, .. } => Some(digest.clone()),
+                _ => None,
+            };
+            Job::Worker { pid: Mutex::new(None), module }
         } else if serves_http {
             let service = HttpService::new(runtime.clone(), &prepared, &plan).map_err(|source| CreateError::Load { id: id.clone(), source })?;
             let addr = plan.http_listen.unwrap_or_else(|| DEFAULT_HTTP_ADDR.parse().expect("default address"));
@@ -249,9 +299,9 @@ impl Container {
             }
             return Ok(());
         }
-        if let Job::Worker { pid } = &self.job {
+        if let Job::Worker { pid, module } = &self.job {
             let spawned = crate::exec::helper("wasm").and_then(|mut cmd| {
-                cmd.arg(&self.id).arg(&self.bundle).arg("-").args(&self.stdio);
+                cmd.arg(&self.id).arg(&self.bundle).arg(module.as_deref().unwrap_or("-")).args(&self.stdio);
                 cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
                 cmd.spawn().map_err(|e| format!("starting its worker: {e}"))
             });
@@ -299,7 +349,7 @@ impl Container {
     pub fn pid(&self) -> u32 {
         match &self.job {
             Job::Native { pid, .. } => *pid as u32,
-            Job::Worker { pid } => pid.lock().unwrap().map(|p| p as u32).unwrap_or_else(std::process::id),
+            Job::Worker { pid, .. } => pid.lock().unwrap().map(|p| p as u32).unwrap_or_else(std::process::id),
             _ => std::process::id(),
         }
     }
@@ -327,7 +377,7 @@ impl Container {
                 tracing::debug!(container_id = %self.id, error = %e, "reading cgroup stats");
                 (0, 0)
             }),
-            Job::Worker { pid } => pid.lock().unwrap().map(process_usage).unwrap_or((0, 0)),
+            Job::Worker { pid, .. } => pid.lock().unwrap().map(process_usage).unwrap_or((0, 0)),
             _ => (self.meter.memory_bytes(), self.meter.cpu_ns()),
         }
     }
@@ -423,7 +473,7 @@ impl Container {
                 Err(_) => Err(format!("container {}: its process did not exit after signal {signal}", self.id)),
             };
         }
-        if let Job::Worker { pid } = &self.job {
+        if let Job::Worker { pid, .. } = &self.job {
             if let (Status::Running, Some(p)) = (self.status(), *pid.lock().unwrap()) {
                 crate::reaper::signal(p, signal as i32).map_err(|e| format!("container {}: signal {signal}: {e}", self.id))?;
                 return Ok(None);

@@ -109,7 +109,7 @@ pub async fn serve(flags: &Flags) -> Result<(), String> {
     let publisher = RemotePublisher::new(&ttrpc_address).await.map_err(|e| format!("connecting to containerd at {ttrpc_address}: {e}"))?;
     crate::reaper::start().map_err(|e| format!("becoming the reaper of native containers: {e}"))?;
     let exit = Arc::new(ExitSignal::default());
-    let task = Arc::new(TaskService::new(flags.namespace.clone(), publisher, exit.clone()));
+    let task = Arc::new(TaskService::new(flags.namespace.clone(), flags.address.clone(), publisher, exit.clone()));
     let v3 = create_task(task.clone());
     let v2 = create_task(task).into_iter().map(|(name, s)| (name.replace("containerd.task.v3.", "containerd.task.v2."), s)).collect();
     let mut server = Server::new()

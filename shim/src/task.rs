@@ -26,6 +26,8 @@ fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
 
 struct Shared {
     namespace: String,
+    /// containerd's gRPC socket (its content store, for wasm artifacts).
+    containerd: String,
     publisher: RemotePublisher,
     exit: Arc<ExitSignal>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
@@ -36,8 +38,8 @@ struct Shared {
 pub struct TaskService(Arc<Shared>);
 
 impl TaskService {
-    pub fn new(namespace: String, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Self {
-        TaskService(Arc::new(Shared { namespace, publisher, exit, containers: Mutex::new(HashMap::new()), runtime: OnceLock::new() }))
+    pub fn new(namespace: String, containerd: String, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Self {
+        TaskService(Arc::new(Shared { namespace, containerd, publisher, exit, containers: Mutex::new(HashMap::new()), runtime: OnceLock::new() }))
     }
 
     /// The shared engine, made on first use.
@@ -112,6 +114,8 @@ impl Task for TaskService {
             terminal: req.terminal,
             stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
             native_root: crate::container::native_root(&self.0.namespace),
+            containerd: std::path::Path::new(self.0.containerd.strip_prefix("unix://").unwrap_or(&self.0.containerd)),
+            namespace: &self.0.namespace,
         };
         let c = Container::create(&runtime, create).await.map_err(|e| {
             tracing::warn!(container_id = %req.id, error = %e, "create failed");

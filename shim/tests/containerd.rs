@@ -616,3 +616,88 @@ fn a_killed_shim_takes_its_native_containers_with_it() {
     assert!(env.ctr(&["container", "rm", "orphan"]).status.success());
     assert!(!Path::new("/run/berth/native/berth-test/orphan").exists(), "the native container's state is left");
 }
+
+/// Makes container `id` the way CRI does for an image containerd cannot
+/// unpack (a CNCF wasm artifact: no filesystem layers): an empty snapshot
+/// as its rootfs and a container record naming `image`, through
+/// containerd's API. `ctr run` would try to unpack the image first.
+fn create_from_image_record(env: &Env, id: &str, image: &str, args: &[&str], uid: u32) {
+    let o = env.ctr(&["snapshot", "prepare", id]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = env.ctr(&["oci", "spec"]);
+    let mut spec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    spec["process"]["args"] = serde_json::json!(args);
+    spec["process"]["terminal"] = serde_json::json!(false);
+    spec["process"]["user"] = serde_json::json!({"uid": uid, "gid": uid});
+    spec["root"]["path"] = serde_json::json!("rootfs");
+    use berth_host::containerd::{Client, Msg};
+    let spec = Msg::new().bytes(1, "types.containerd.io/opencontainers/runtime-spec/1/Spec").bytes(2, serde_json::to_vec(&spec).unwrap());
+    let container = Msg::new().bytes(1, id).bytes(3, image).msg(4, &Msg::new().bytes(1, RUNTIME)).msg(5, &spec).bytes(6, "overlayfs").bytes(7, id);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut client = Client::connect(&env.c.socket(), "berth-test").await.unwrap();
+        client.unary("/containerd.services.containers.v1.Containers/Create", &Msg::new().msg(1, &container)).await.unwrap();
+    });
+}
+
+#[test]
+fn wasm_artifacts_run_from_containerds_content_store() {
+    let env = Env::new(&[(guests::HELLO_P1, "example.com/compat:1")]);
+    for (module, name) in [(guests::ARGS_ENV_P1, "example.com/args-artifact:1"), (guests::HELLO_P2, "example.com/hello-artifact:2")] {
+        let built = build::build(&BuildOptions { module: Some(module.into()), name: name.into(), artifact: true, adds: vec![], rootfs: None, entrypoint: vec![] }).unwrap();
+        let tar = env.c.dir.path().join(format!("{}.tar", name.replace(['/', ':'], "_")));
+        build::write_archive(&built, std::fs::File::create(&tar).unwrap()).unwrap();
+        // containerd 1.6 cannot unpack the application/wasm layer: import
+        // the content only.
+        let o = env.ctr(&["image", "import", "--all-platforms", "--no-unpack", tar.to_str().unwrap()]);
+        assert!(o.status.success(), "import {name}: {}", text(&o));
+    }
+    let layer = |module: &str| berth_host::oci::image::digest::of_bytes(&std::fs::read(module).unwrap());
+    let in_berth_store = |module: &str| env._berth_root.path().join("images/blobs/sha256").join(layer(module).trim_start_matches("sha256:")).exists();
+    let run_as = |uid: u32, id: &str, image: &str, args: &[&str]| {
+        create_from_image_record(&env, id, image, args, uid);
+        let o = env.ctr(&["task", "start", id]);
+        let _ = env.ctr(&["container", "rm", id]);
+        o
+    };
+    let run = |id: &str, image: &str, args: &[&str]| run_as(0, id, image, args);
+
+    // The module is the artifact's layer; args and the exit code are the
+    // container's. The layer is kept in berth's store by its digest.
+    assert!(!in_berth_store(guests::ARGS_ENV_P1));
+    let o = run("art1", "example.com/args-artifact:1", &["args-env.wasm", "first arg", "--exit", "3"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("arg[0]=args-env.wasm") && out.contains("arg[1]=first arg"), "{out}");
+    assert!(in_berth_store(guests::ARGS_ENV_P1));
+    // A second container of the image runs from berth's copy.
+    let o = run("art2", "example.com/args-artifact:1", &["/app.wasm", "again"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("arg[1]=again"), "{}", text(&o));
+    // So does one of another user (in a worker process).
+    let o = run_as(1000, "art-user", "example.com/args-artifact:1", &["/app.wasm", "as 1000", "--exit", "4"]);
+    assert!(o.status.code() == Some(4) && String::from_utf8_lossy(&o.stdout).contains("arg[1]=as 1000"), "{}", text(&o));
+
+    // A layer altered in containerd's content store is refused, and
+    // nothing of it is kept.
+    let blob = env.c.dir.path().join("root/io.containerd.content.v1.content/blobs/sha256").join(layer(guests::HELLO_P2).trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    let o = run("art3", "example.com/hello-artifact:2", &["hello.wasm"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("was altered or cut short"), "{}", text(&o));
+    assert!(!in_berth_store(guests::HELLO_P2));
+
+    // An image that is no artifact, without the module in its rootfs: the
+    // error is that args[0] is not there.
+    let o = run("compat1", "example.com/compat:1", &["/missing.wasm"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("/missing.wasm") && !err.contains("artifact"), "{}", text(&o));
+    // Nothing is left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.shims().is_empty() {
+        assert!(Instant::now() < deadline, "shims still running: {:?}", env.shims());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -251,8 +251,10 @@ pub fn helper_main(args: &[String]) -> i32 {
         };
         if verb == "wasm" {
             // A wasm container under its own user: runs to its end here
-            // (and opens its own stdio).
-            std::process::exit(crate::wasm::worker::run_bundle(id, Path::new(path), [i, o, e]));
+            // (and opens its own stdio). `root` is its artifact module's
+            // digest, or `-`.
+            let module = Some(root.as_str()).filter(|m| *m != "-");
+            std::process::exit(crate::wasm::worker::run_bundle(id, Path::new(path), module, [i, o, e]));
         }
         let open = |p: &String, write: bool| -> Result<Option<OwnedFd>, NativeError> {
             crate::wasm::open_stdio_or_null(p, write).map(|f| Some(f.into())).map_err(|err| NativeError::Stdio { id: id.clone(), path: p.to_string(), reason: err.to_string() })

@@ -60,6 +60,13 @@ pub fn plan_from_bundle(bundle: &Path) -> Result<RunPlan, BundleError> {
 
 /// Builds the plan for an already-parsed spec whose paths are relative to `bundle`.
 pub fn plan_from_spec(bundle: &Path, spec: &Spec) -> Result<RunPlan, BundleError> {
+    plan_with_module(bundle, spec, None)
+}
+
+/// [`plan_from_spec`], with the module given instead of found in the
+/// rootfs at `args[0]` (a wasm artifact's layer; `args[0]` is then only the
+/// guest's `argv[0]`).
+pub fn plan_with_module(bundle: &Path, spec: &Spec, module: Option<ModuleSource>) -> Result<RunPlan, BundleError> {
     let path = bundle.join("config.json");
     let invalid = |what: String| BundleError::Invalid { path: path.clone(), what };
     let process = spec.process().as_ref().ok_or_else(|| invalid("no process section; add process.args".into()))?;
@@ -87,10 +94,16 @@ pub fn plan_from_spec(bundle: &Path, spec: &Spec) -> Result<RunPlan, BundleError
         return Err(invalid(format!("process.cwd {cwd:?} must be an absolute path")));
     }
 
-    let exists = |p: &str| entry::open_in_root(&rootfs, p).is_ok();
-    let (module_path, export) = entry::split_export(arg0, exists);
-    let path_env = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
-    let module_path = entry::find_in_root(&rootfs, &module_path, &cwd, path_env)?;
+    let (source, export) = match module {
+        Some(source) => (source, entry::split_export(arg0, |_| false).1),
+        None => {
+            let exists = |p: &str| entry::open_in_root(&rootfs, p).is_ok();
+            let (module_path, export) = entry::split_export(arg0, exists);
+            let path_env = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+            let path = entry::find_in_root(&rootfs, &module_path, &cwd, path_env)?;
+            (ModuleSource::InRoot { root: rootfs.clone(), path }, export)
+        }
+    };
 
     let mut preopens = vec![Preopen { host: rootfs.clone(), guest: "/".into(), readonly: root.readonly().unwrap_or(false) }];
     for m in spec.mounts().iter().flatten() {
@@ -132,7 +145,7 @@ pub fn plan_from_spec(bundle: &Path, spec: &Spec) -> Result<RunPlan, BundleError
     let user = process.user();
     Ok(RunPlan {
         name: bundle.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into()),
-        entrypoint: Entrypoint { source: ModuleSource::InRoot { root: rootfs, path: module_path }, export },
+        entrypoint: Entrypoint { source, export },
         args,
         env,
         cwd: Some(cwd),

@@ -9,7 +9,7 @@
 //! guest (143 / 130); its exit status is the worker's.
 use super::limits::Usage;
 use super::{cache::Cache, EngineOptions, Exit, Interrupt, Prepared, Reason, RunError, Runtime, WasmEngine};
-use crate::plan::{RunPlan, Stdio};
+use crate::plan::{ModuleSource, RunPlan, Stdio};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +56,10 @@ fn forward_signals(interrupt: &Interrupt) -> std::io::Result<()> {
 
 /// Runs the wasm container in `bundle` (rootfs in place) with the given
 /// stdio paths (empty: none) under its `process.user`; its exit status.
-/// Errors and traps are reported on the container's stderr.
-pub fn run_bundle(id: &str, bundle: &Path, stdio: [&str; 3]) -> i32 {
+/// `module`: the digest of its module in berth's store (a wasm artifact's
+/// layer), when it is not in the rootfs. Errors and traps are reported on
+/// the container's stderr.
+pub fn run_bundle(id: &str, bundle: &Path, module: Option<&str>, stdio: [&str; 3]) -> i32 {
     // SAFETY: getppid has no preconditions.
     let parent = unsafe { libc::getppid() };
     // The stdio FIFOs are opened first, as root (containerd keeps them in a
@@ -68,7 +70,15 @@ pub fn run_bundle(id: &str, bundle: &Path, stdio: [&str; 3]) -> i32 {
         return 125;
     }
     let result = (|| -> Result<i32, String> {
-        let mut plan = crate::oci::bundle::plan_from_bundle(bundle).map_err(|e| format!("{e}"))?;
+        let module = match module {
+            Some(digest) => {
+                let store = crate::oci::image::store::Store::open(crate::oci::image::store::Store::default_dir()).map_err(|e| format!("{e}"))?;
+                Some(ModuleSource::Blob { path: store.blob_path(digest).map_err(|e| format!("{e}"))?, digest: digest.to_string() })
+            }
+            None => None,
+        };
+        let spec = crate::oci::bundle::load_spec(bundle).map_err(|e| format!("{e}"))?;
+        let mut plan = crate::oci::bundle::plan_with_module(bundle, &spec, module).map_err(|e| format!("{e}"))?;
         plan.name = id.to_string();
         plan.stdio = Stdio::Inherit;
         let engine = WasmEngine::new(&EngineOptions::single()).map_err(|e| format!("{e:#}"))?;

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
 /// Media type of the CNCF wasm artifact layer.
 pub const WASM_LAYER_MEDIA_TYPE: &str = "application/wasm";
+/// The component layer type some tools write in the same artifact form.
+pub const COMPONENT_LAYER_MEDIA_TYPE: &str = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm";
 /// Config label recording the WASI level of a compat image (`p1` or `p2`).
 pub const WASI_LABEL: &str = "berth.dev/wasi";
 

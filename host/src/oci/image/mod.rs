@@ -62,6 +62,20 @@ pub fn open(store: &Store, rec: &Record) -> Result<(oci_spec::image::ImageManife
     Ok((manifest, Kind::Filesystem(Box::new(config))))
 }
 
+/// The module layer of a wasm artifact: its single `application/wasm` (or
+/// component) layer.
+pub fn artifact_layer(manifest: &oci_spec::image::ImageManifest) -> Result<&oci_spec::image::Descriptor, String> {
+    let is_module = |l: &&oci_spec::image::Descriptor| {
+        let t = l.media_type().to_string();
+        t == build::WASM_LAYER_MEDIA_TYPE || t == build::COMPONENT_LAYER_MEDIA_TYPE
+    };
+    let wasm: Vec<_> = manifest.layers().iter().filter(is_module).collect();
+    match wasm.as_slice() {
+        [layer] => Ok(layer),
+        _ => Err(format!("a wasm artifact needs exactly one {} layer; it has {}", build::WASM_LAYER_MEDIA_TYPE, wasm.len())),
+    }
+}
+
 /// The plan to run image `name` with `args` (which replace the image's
 /// `Cmd` when given). The rootfs is unpacked on first use and shown to
 /// the guest read-only.
@@ -71,10 +85,7 @@ pub fn plan_for_image(store: &Store, name: &str, args: &[String], limits: &unpac
     let (manifest, kind) = open(store, &rec)?;
     let config = match kind {
         Kind::Artifact => {
-            let wasm: Vec<_> = manifest.layers().iter().filter(|l| l.media_type().to_string() == build::WASM_LAYER_MEDIA_TYPE).collect();
-            let [layer] = wasm.as_slice() else {
-                return Err(invalid(format!("a wasm artifact needs exactly one {} layer; it has {}", build::WASM_LAYER_MEDIA_TYPE, wasm.len())));
-            };
+            let layer = artifact_layer(&manifest).map_err(invalid)?;
             let digest = layer.digest().to_string();
             let arg0 = format!("{}.wasm", names::short(&rec.name));
             return Ok(RunPlan {

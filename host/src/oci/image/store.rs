@@ -311,18 +311,7 @@ impl Ingest<'_> {
     pub fn commit(self, images: &[(String, Descriptor, Vec<String>)]) -> Result<(), StoreError> {
         let _lock = self.store.lock()?;
         for (_, _, blobs) in images {
-            for d in blobs {
-                let hex = digest::hex_of(d)?;
-                let dest = self.store.dir.join("blobs/sha256").join(hex);
-                if dest.exists() {
-                    continue;
-                }
-                let src = self.dir.join(hex);
-                if !src.exists() {
-                    return Err(StoreError::Missing { digest: d.clone() });
-                }
-                fs::rename(&src, &dest).map_err(io_err(&dest))?;
-            }
+            self.move_blobs(blobs)?;
         }
         let mut by_name: BTreeMap<String, Descriptor> = BTreeMap::new();
         for d in self.store.read_index()? {
@@ -342,6 +331,33 @@ impl Ingest<'_> {
         self.store.write_index(&all)?;
         // Blobs an image no longer named here used (a re-tag) are left to
         // the next `berth image rm`, which collects everything unreachable.
+        Ok(())
+    }
+}
+
+impl Ingest<'_> {
+    /// Moves staged blobs into the store without naming an image (content
+    /// another tool names, such as containerd's). Like every blob no image
+    /// names, they go at the next `berth image rm`.
+    pub fn commit_blobs(self, digests: &[String]) -> Result<(), StoreError> {
+        let _lock = self.store.lock()?;
+        self.move_blobs(digests)
+    }
+
+    /// Moves staged blobs into `blobs/` (the caller holds the lock).
+    fn move_blobs(&self, digests: &[String]) -> Result<(), StoreError> {
+        for d in digests {
+            let hex = digest::hex_of(d)?;
+            let dest = self.store.dir.join("blobs/sha256").join(hex);
+            if dest.exists() {
+                continue;
+            }
+            let src = self.dir.join(hex);
+            if !src.exists() {
+                return Err(StoreError::Missing { digest: d.clone() });
+            }
+            fs::rename(&src, &dest).map_err(io_err(&dest))?;
+        }
         Ok(())
     }
 }

@@ -1,0 +1,368 @@
+//! containerd's gRPC API, the little of it berth needs: which image a
+//! container was made from, that image's target, and content-store reads.
+//! With these the shim runs CNCF wasm artifacts, whose module is a blob in
+//! containerd's content store rather than a file in the container's rootfs
+//! (containerd unpacks no `application/wasm` layer).
+//!
+//! gRPC is HTTP/2 (hyper's client) over containerd's unix socket; messages
+//! are encoded with rust-protobuf's wire format support. Every call names
+//! the containerd namespace in the `containerd-namespace` header.
+use crate::oci::image::build::WASM_CONFIG_MEDIA_TYPE;
+use crate::oci::image::platform::Platform;
+use crate::oci::image::{digest, store::Store};
+use crate::plan::ModuleSource;
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
+use protobuf::{Message as _, UnknownFields, UnknownValueRef};
+use std::path::{Path, PathBuf};
+
+const CONTAINERS_GET: &str = "/containerd.services.containers.v1.Containers/Get";
+const IMAGES_GET: &str = "/containerd.services.images.v1.Images/Get";
+const CONTENT_READ: &str = "/containerd.services.content.v1.Content/Read";
+/// The largest gRPC message berth accepts (containerd sends content in
+/// 1 MiB pieces).
+const MAX_MESSAGE: usize = 16 << 20;
+/// The largest manifest or index read from the content store.
+const MAX_JSON: u64 = 4 << 20;
+/// The largest wasm layer fetched (berth's module cap applies when it runs).
+const MAX_LAYER: u64 = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("connecting to containerd at {socket}: {reason}")]
+    Connect { socket: PathBuf, reason: String },
+    #[error("containerd {method}: {message} (gRPC status {code})")]
+    Status { method: String, code: u32, message: String },
+    #[error("containerd {method}: {reason}")]
+    Protocol { method: String, reason: String },
+}
+
+impl ApiError {
+    /// gRPC's NOT_FOUND.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ApiError::Status { code: 5, .. })
+    }
+}
+
+/// A protobuf message as numbered fields, for the handful of containerd
+/// messages berth reads and writes.
+#[derive(Default, Clone)]
+pub struct Msg(UnknownFields);
+
+impl Msg {
+    pub fn new() -> Msg {
+        Msg::default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Msg, String> {
+        let empty = protobuf::well_known_types::empty::Empty::parse_from_bytes(bytes).map_err(|e| format!("malformed protobuf message: {e}"))?;
+        Ok(Msg(empty.special_fields.unknown_fields().clone()))
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        self.0.write_to_bytes()
+    }
+
+    /// Adds a string (or bytes) field; empty values are left out, as
+    /// protobuf does.
+    pub fn bytes(mut self, field: u32, value: impl AsRef<[u8]>) -> Msg {
+        if !value.as_ref().is_empty() {
+            self.0.add_length_delimited(field, value.as_ref().to_vec());
+        }
+        self
+    }
+
+    pub fn msg(self, field: u32, value: &Msg) -> Msg {
+        self.bytes(field, value.encode())
+    }
+
+    pub fn int(mut self, field: u32, value: i64) -> Msg {
+        if value != 0 {
+            self.0.add_varint(field, value as u64);
+        }
+        self
+    }
+
+    /// The last value of a length-delimited field (empty when absent).
+    pub fn get_bytes(&self, field: u32) -> &[u8] {
+        match self.0.iter().filter(|(n, _)| *n == field).last() {
+            Some((_, UnknownValueRef::LengthDelimited(b))) => b,
+            _ => &[],
+        }
+    }
+
+    pub fn get_str(&self, field: u32) -> String {
+        String::from_utf8_lossy(self.get_bytes(field)).into_owned()
+    }
+
+    pub fn get_msg(&self, field: u32) -> Result<Msg, String> {
+        Msg::decode(self.get_bytes(field))
+    }
+
+    pub fn get_int(&self, field: u32) -> i64 {
+        match self.0.iter().filter(|(n, _)| *n == field).last() {
+            Some((_, UnknownValueRef::Varint(v))) => v as i64,
+            _ => 0,
+        }
+    }
+}
+
+/// An OCI descriptor as containerd's API carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+impl Descriptor {
+    fn from_msg(m: &Msg) -> Descriptor {
+        Descriptor { media_type: m.get_str(1), digest: m.get_str(2), size: m.get_int(3).max(0) as u64 }
+    }
+}
+
+/// One connection to containerd, for one namespace.
+pub struct Client {
+    send: SendRequest<Full<Bytes>>,
+    namespace: String,
+}
+
+impl Client {
+    pub async fn connect(socket: &Path, namespace: &str) -> Result<Client, ApiError> {
+        let fail = |reason: String| ApiError::Connect { socket: socket.to_path_buf(), reason };
+        let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| fail(e.to_string()))?;
+        let (send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| fail(format!("HTTP/2 handshake: {e}")))?;
+        // The connection task ends when the client is dropped.
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "containerd connection ended");
+            }
+        });
+        Ok(Client { send, namespace: namespace.to_string() })
+    }
+
+    /// Calls `method` with `request`; each message of the (unary or
+    /// streamed) reply goes to `each`.
+    pub async fn call(&mut self, method: &str, request: &Msg, mut each: impl FnMut(Msg) -> Result<(), String>) -> Result<(), ApiError> {
+        let proto = |reason: String| ApiError::Protocol { method: method.to_string(), reason };
+        let body = request.encode();
+        let mut framed = BytesMut::with_capacity(5 + body.len());
+        framed.extend_from_slice(&[0]);
+        framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&body);
+        let req = http::Request::post(format!("http://containerd{method}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("containerd-namespace", &self.namespace)
+            .body(Full::new(framed.freeze()))
+            .map_err(|e| proto(e.to_string()))?;
+        self.send.ready().await.map_err(|e| proto(e.to_string()))?;
+        let resp = self.send.send_request(req).await.map_err(|e| proto(e.to_string()))?;
+        if resp.status() != http::StatusCode::OK {
+            return Err(proto(format!("HTTP status {}", resp.status())));
+        }
+        // A call that fails at once answers with its status in the headers.
+        status(method, resp.headers())?;
+        let mut body = resp.into_body();
+        let mut buf = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| proto(e.to_string()))?;
+            let frame = match frame.into_data() {
+                Ok(data) => {
+                    buf.extend_from_slice(&data);
+                    while buf.len() >= 5 {
+                        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+                        if buf[0] != 0 {
+                            return Err(proto("a compressed message; berth asked for none".into()));
+                        }
+                        if len > MAX_MESSAGE {
+                            return Err(proto(format!("a {len}-byte message, over the {MAX_MESSAGE}-byte limit")));
+                        }
+                        if buf.len() < 5 + len {
+                            break;
+                        }
+                        buf.advance(5);
+                        let msg = Msg::decode(&buf.split_to(len)).map_err(&proto)?;
+                        each(msg).map_err(&proto)?;
+                    }
+                    continue;
+                }
+                Err(frame) => frame,
+            };
+            if let Ok(trailers) = frame.into_trailers() {
+                status(method, &trailers)?;
+                if !buf.is_empty() {
+                    return Err(proto(format!("{} bytes of a cut-off message", buf.len())));
+                }
+                return Ok(());
+            }
+        }
+        Err(proto("the reply ended without a gRPC status".into()))
+    }
+
+    /// A unary call's single reply.
+    pub async fn unary(&mut self, method: &str, request: &Msg) -> Result<Msg, ApiError> {
+        let mut reply = None;
+        self.call(method, request, |m| {
+            reply = Some(m);
+            Ok(())
+        })
+        .await?;
+        reply.ok_or_else(|| ApiError::Protocol { method: method.to_string(), reason: "no reply message".into() })
+    }
+
+    /// The image a container was made from ("" when it has none).
+    pub async fn container_image(&mut self, id: &str) -> Result<String, ApiError> {
+        let reply = self.unary(CONTAINERS_GET, &Msg::new().bytes(1, id)).await?;
+        let container = reply.get_msg(1).map_err(|reason| ApiError::Protocol { method: CONTAINERS_GET.into(), reason })?;
+        Ok(container.get_str(3))
+    }
+
+    /// What an image name points at (a manifest or an index).
+    pub async fn image_target(&mut self, name: &str) -> Result<Descriptor, ApiError> {
+        let reply = self.unary(IMAGES_GET, &Msg::new().bytes(1, name)).await?;
+        let target = reply.get_msg(1).and_then(|image| image.get_msg(3)).map_err(|reason| ApiError::Protocol { method: IMAGES_GET.into(), reason })?;
+        Ok(Descriptor::from_msg(&target))
+    }
+
+    /// Reads a blob whole, up to `max` bytes, and checks it against the
+    /// descriptor's digest and size: the content store is not trusted to.
+    pub async fn read_blob(&mut self, desc: &Descriptor, max: u64) -> Result<Vec<u8>, ApiError> {
+        let proto = |reason: String| ApiError::Protocol { method: CONTENT_READ.into(), reason };
+        digest::hex_of(&desc.digest).map_err(|e| proto(e.to_string()))?;
+        if desc.size > max {
+            return Err(proto(format!("blob {} is {} bytes, over berth's {max}-byte limit for it", desc.digest, desc.size)));
+        }
+        let mut data = Vec::with_capacity(desc.size as usize);
+        self.call(CONTENT_READ, &Msg::new().bytes(1, &desc.digest), |m| {
+            if m.get_int(1) as usize != data.len() {
+                return Err(format!("blob {}: a piece at offset {} where {} was next", desc.digest, m.get_int(1), data.len()));
+            }
+            let piece = m.get_bytes(2);
+            if (data.len() + piece.len()) as u64 > desc.size {
+                return Err(format!("blob {} is longer than its descriptor's {} bytes", desc.digest, desc.size));
+            }
+            data.extend_from_slice(piece);
+            Ok(())
+        })
+        .await?;
+        let actual = digest::of_bytes(&data);
+        if actual != desc.digest || data.len() as u64 != desc.size {
+            return Err(proto(format!(
+                "blob {} ({} bytes) in containerd's content store has digest {actual} and {} bytes: it was altered or cut short; remove the image and pull or import it again",
+                desc.digest,
+                desc.size,
+                data.len()
+            )));
+        }
+        Ok(data)
+    }
+}
+
+/// Fails with the gRPC status carried by `headers`, when it is not OK.
+fn status(method: &str, headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let Some(code) = headers.get("grpc-status") else { return Ok(()) };
+    let code: u32 = code.to_str().ok().and_then(|c| c.parse().ok()).unwrap_or(2);
+    if code == 0 {
+        return Ok(());
+    }
+    let raw = headers.get("grpc-message").map(|m| m.as_bytes().to_vec()).unwrap_or_default();
+    Err(ApiError::Status { method: method.to_string(), code, message: percent_decode(&raw) })
+}
+
+/// gRPC percent-encodes its status message.
+fn percent_decode(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = raw.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (raw[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("image {image}: {problem}")]
+    Invalid { image: String, problem: String },
+    #[error("keeping the module of image {image} in berth's store: {reason}")]
+    Store { image: String, reason: String },
+}
+
+/// The module of container `id` when its image (in containerd) is a CNCF
+/// wasm artifact: the image's single `application/wasm` layer, kept in
+/// berth's store by digest (fetched from containerd's content store the
+/// first time, verified on the way in and again when it is run).
+/// `Ok(None)`: the container has no image, or its image is no wasm artifact.
+pub async fn artifact_module(client: &mut Client, store: &Store, id: &str) -> Result<Option<(String, ModuleSource)>, ArtifactError> {
+    let image = client.container_image(id).await?;
+    if image.is_empty() {
+        return Ok(None);
+    }
+    let invalid = |problem: String| ArtifactError::Invalid { image: image.clone(), problem };
+    let mut desc = client.image_target(&image).await?;
+    if is_index(&desc.media_type) {
+        let index: oci_spec::image::ImageIndex =
+            serde_json::from_slice(&client.read_blob(&desc, MAX_JSON).await?).map_err(|e| invalid(format!("its index {} is not valid: {e}", desc.digest)))?;
+        let wasm = index.manifests().iter().find(|m| m.platform().as_ref().is_some_and(|p| Platform::from_oci(p).is_wasm()));
+        let Some(m) = wasm else { return Ok(None) };
+        desc = Descriptor { media_type: m.media_type().to_string(), digest: m.digest().to_string(), size: m.size() };
+    }
+    let manifest: oci_spec::image::ImageManifest =
+        serde_json::from_slice(&client.read_blob(&desc, MAX_JSON).await?).map_err(|e| invalid(format!("its manifest {} is not valid: {e}", desc.digest)))?;
+    if manifest.config().media_type().to_string() != WASM_CONFIG_MEDIA_TYPE {
+        return Ok(None);
+    }
+    let layer = crate::oci::image::artifact_layer(&manifest).map_err(invalid)?;
+    let layer = Descriptor { media_type: layer.media_type().to_string(), digest: layer.digest().to_string(), size: layer.size() };
+    let keep = |reason: String| ArtifactError::Store { image: image.clone(), reason };
+    let path = store.blob_path(&layer.digest).map_err(|e| keep(e.to_string()))?;
+    if !path.exists() {
+        let bytes = client.read_blob(&layer, MAX_LAYER).await?;
+        let ingest = store.ingest().map_err(|e| keep(e.to_string()))?;
+        ingest.put(&bytes[..], Some((&layer.digest, Some(layer.size)))).map_err(|e| keep(e.to_string()))?;
+        ingest.commit_blobs(std::slice::from_ref(&layer.digest)).map_err(|e| keep(e.to_string()))?;
+        tracing::info!(image = %image, layer = %layer.digest, bytes = layer.size, "wasm artifact layer fetched from containerd's content store");
+    }
+    Ok(Some((image, ModuleSource::Blob { path, digest: layer.digest })))
+}
+
+fn is_index(media_type: &str) -> bool {
+    media_type == "application/vnd.oci.image.index.v1+json" || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_skip_what_they_do_not_know() {
+        let desc = Msg::new().bytes(1, "application/wasm").bytes(2, "sha256:ab").int(3, 1234).bytes(5, b"\x0a\x01k");
+        let image = Msg::new().bytes(1, "example.com/app:1").msg(3, &desc).int(7, 99);
+        let reply = Msg::decode(&Msg::new().msg(1, &image).encode()).unwrap();
+        let target = reply.get_msg(1).unwrap().get_msg(3).unwrap();
+        assert_eq!(Descriptor::from_msg(&target), Descriptor { media_type: "application/wasm".into(), digest: "sha256:ab".into(), size: 1234 });
+        assert_eq!(reply.get_msg(1).unwrap().get_str(1), "example.com/app:1");
+        assert_eq!(reply.get_str(9), "");
+        assert!(Msg::decode(b"\x0a\x05ab").is_err(), "a cut-off field is an error");
+    }
+
+    #[test]
+    fn grpc_messages_are_percent_decoded() {
+        assert_eq!(percent_decode(b"container %22x%22 not found%3A 100%"), "container \"x\" not found: 100%");
+    }
+}
