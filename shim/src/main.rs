@@ -30,24 +30,15 @@ fn main() {
         eprintln!("containerd-shim-berth-v1: -info is not supported; the runtime is io.containerd.berth.v1");
         std::process::exit(1);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the async runtime");
-    let code = rt.block_on(async {
-        match flags.action.as_str() {
-            "start" => service::start(&flags).await,
-            "delete" => service::delete(&flags),
-            "" => match service::serve(&flags).await {
-                Ok(()) => 0,
-                Err(e) => {
-                    tracing::error!(error = %e, "shim failed");
-                    eprintln!("containerd-shim-berth-v1: {e}");
-                    1
-                }
-            },
-            other => {
-                eprintln!("containerd-shim-berth-v1: unknown action {other:?}; containerd calls start, delete, or no action");
-                1
-            }
+    let code = match flags.action.as_str() {
+        "start" => service::start(flags),
+        "delete" => service::delete(&flags),
+        "" => service::run_server(&flags),
+        other => {
+            eprintln!("containerd-shim-berth-v1: unknown action {other:?}; containerd calls start, delete, or no action");
+            1
         }
-    });
+    };
     std::process::exit(code);
 }
+

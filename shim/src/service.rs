@@ -5,9 +5,9 @@
 //! from `start`; newer containerd speaks v3. The messages are the same on
 //! the wire, so one task service is registered under both names.
 use crate::task::TaskService;
-use containerd_shim::asynchronous::{spawn, ExitSignal};
+use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::publisher::RemotePublisher;
-use containerd_shim::{Error, Flags, StartOpts};
+use containerd_shim::{Flags, StartOpts};
 use containerd_shim_protos::api::DeleteResponse;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim_async::create_task;
@@ -33,37 +33,108 @@ pub fn group_of(bundle: &Path, id: &str) -> String {
     }
 }
 
-/// `start`: starts the group's shim server, or finds the running one, and
-/// prints its address. Nothing else is printed: containerd 1.6 reads the
-/// combined stdout and stderr as the reply. Returns the exit status.
-pub async fn start(flags: &Flags) -> i32 {
-    let opts = StartOpts {
-        id: flags.id.clone(),
-        publish_binary: flags.publish_binary.clone(),
-        address: flags.address.clone(),
-        ttrpc_address: std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
-        namespace: flags.namespace.clone(),
-        debug: flags.debug,
-        ..Default::default()
-    };
-    let result = async {
-        let cwd = std::env::current_dir().map_err(|e| Error::Other(format!("bundle directory: {e}")))?;
-        let group = group_of(&cwd, &opts.id);
-        let address = spawn(opts, &group, Vec::new()).await?;
-        std::fs::write(cwd.join("address"), &address).map_err(|e| Error::Other(format!("writing the address file: {e}")))?;
-        Ok::<_, Error>(address)
-    };
-    match result.await {
+/// `start`: finds the group's shim server, or starts it, and prints its
+/// address. Nothing else is printed: containerd 1.6 reads the combined
+/// stdout and stderr as the reply. Returns the exit status.
+///
+/// Must be called while the process is single-threaded: a new server is
+/// this process forked (one exec less than re-running the binary on every
+/// start), and the child builds its own runtime.
+pub fn start(mut flags: Flags) -> i32 {
+    let id = flags.id.clone();
+    let result = (|| -> Result<String, String> {
+        let cwd = std::env::current_dir().map_err(|e| format!("bundle directory: {e}"))?;
+        let group = group_of(&cwd, &flags.id);
+        let opts = StartOpts { id: flags.id.clone(), address: flags.address.clone(), namespace: flags.namespace.clone(), ..Default::default() };
+        let address = opts.socket_address(&group);
+        let path = address.strip_prefix("unix://").unwrap_or(&address).to_string();
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            // The group's server takes the container.
+        } else {
+            flags.action.clear();
+            flags.socket = address.clone();
+            fork_server(flags)?;
+        }
+        std::fs::write(cwd.join("address"), &address).map_err(|e| format!("writing the address file: {e}"))?;
+        Ok(address)
+    })();
+    match result {
         Ok(address) => {
             let mut out = std::io::stdout();
             let _ = out.write_all(address.as_bytes()).and_then(|()| out.flush());
             0
         }
         Err(e) => {
-            eprintln!("containerd-shim-berth-v1: starting the shim for {}: {e}", flags.id);
+            eprintln!("containerd-shim-berth-v1: starting the shim for {id}: {e}");
             1
         }
     }
+}
+
+/// Forks the server for `flags.socket` and returns once it serves (or
+/// fails with its exit status).
+fn fork_server(flags: Flags) -> Result<(), String> {
+    let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| format!("making a pipe: {e}"))?;
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
+    // SAFETY: the process is single-threaded here (no runtime, no logging
+    // thread has started; see `start`), so the child may go on running Rust.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // The server: its own session (containerd's signals to the start
+        // command's group are not for it); stdout is the readiness pipe,
+        // closed by `signal_started`.
+        drop(ready_r);
+        // SAFETY: setsid and dup2 on descriptors this process owns.
+        unsafe {
+            libc::setsid();
+            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), libc::STDIN_FILENO);
+            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&ready_w), libc::STDOUT_FILENO);
+            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), libc::STDERR_FILENO);
+        }
+        drop((ready_w, null));
+        std::process::exit(run_server(&flags));
+    }
+    drop(ready_w);
+    let mut ready = std::fs::File::from(ready_r);
+    let _ = std::io::Read::read_to_end(&mut ready, &mut Vec::new());
+    let mut status = 0;
+    // SAFETY: waitpid on our own child, without blocking.
+    if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+        return Err(format!("the shim server exited as it started (status {})", berth_host::native::exit_status(status)));
+    }
+    if let Err(e) = containerd_shim::cgroup::set_cgroup_and_oom_score(pid as u32, "") {
+        tracing::warn!(error = %e, "setting the shim server's OOM score");
+    }
+    Ok(())
+}
+
+/// Runs the task server (`flags.socket`) to its end; the exit status.
+pub fn run_server(flags: &Flags) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(cpus()).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("containerd-shim-berth-v1: starting the async runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(serve(flags)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "shim failed");
+            eprintln!("containerd-shim-berth-v1: {e}");
+            1
+        }
+    }
+}
+
+/// The CPUs this process may run on. (The standard library's
+/// `available_parallelism`, which tokio would ask, also parses cgroup
+/// files: milliseconds on every shim start.)
+fn cpus() -> usize {
+    rustix::thread::sched_getaffinity(None).map(|set| set.count() as usize).unwrap_or(1).max(1)
 }
 
 /// `delete`: the shim serving this container is gone; undo its rootfs
@@ -110,6 +181,7 @@ pub async fn serve(flags: &Flags) -> Result<(), String> {
     crate::reaper::start().map_err(|e| format!("becoming the reaper of native containers: {e}"))?;
     let exit = Arc::new(ExitSignal::default());
     let task = Arc::new(TaskService::new(flags.namespace.clone(), flags.address.clone(), publisher, exit.clone()));
+    task.warm_up();
     let v3 = create_task(task.clone());
     let v2 = create_task(task).into_iter().map(|(name, s)| (name.replace("containerd.task.v3.", "containerd.task.v2."), s)).collect();
     let mut server = Server::new()
