@@ -307,8 +307,16 @@ fn a_killed_shim_takes_its_workers_with_it() {
     let worker: i32 = String::from_utf8_lossy(&ps.stdout).lines().nth(1).and_then(|l| l.split_whitespace().next()?.parse().ok()).unwrap_or_else(|| panic!("{}", text(&ps)));
     let shims = env.shims();
     assert!(!shims.contains(&(worker as u32)), "the guest runs in a worker, not in the shim");
-    let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
-    assert!(status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("1000")), "the worker runs as uid 1000:\n{status}");
+    // It takes on the user once it has loaded the guest.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
+        if status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("1000")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker runs as uid 1000:\n{status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for pid in shims {
         // SAFETY: SIGKILL to a shim this test's containerd started.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -700,4 +708,32 @@ fn wasm_artifacts_run_from_containerds_content_store() {
         assert!(Instant::now() < deadline, "shims still running: {:?}", env.shims());
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn modules_are_compiled_in_a_child_process_whose_errors_reach_ctr() {
+    let env = Env::new(&[]);
+    let extra = env.c.dir.path().join("extra");
+    std::fs::create_dir(&extra).unwrap();
+    // A module header followed by a section that is not there.
+    std::fs::write(extra.join("bad.wasm"), b"\0asm\x01\0\0\0\x01\x7f").unwrap();
+    let opts = BuildOptions { module: Some(guests::HELLO_P1.into()), name: "example.com/two:1".into(), artifact: false, adds: vec![(extra, "/x".into())], rootfs: None, entrypoint: vec![] };
+    let built = build::build(&opts).unwrap();
+    let tar = env.c.dir.path().join("two.tar");
+    build::write_archive(&built, std::fs::File::create(&tar).unwrap()).unwrap();
+    let o = env.ctr(&["image", "import", "--platform", "wasi/wasm", tar.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, "example.com/two:1", "bad1", "/x/bad.wasm"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("/x/bad.wasm") && err.contains("not valid WebAssembly"), "{}", text(&o));
+    // The compiler process wrote nothing to the cache for it, and a valid
+    // module compiled the same way runs (and is cached).
+    let cache = env._berth_root.path().join("cache");
+    let entries = || std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(entries(), 0);
+    let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, "example.com/two:1", "good1"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("hello from a berth guest"), "{}", text(&o));
+    assert!(entries() > 0);
+    let log = env.c.log();
+    assert!(log.lines().any(|l| l.contains("compiled (precompile cache miss)") && l.contains("hello.wasm") && l.contains("in_child=true")), "{log}");
 }

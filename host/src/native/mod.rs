@@ -235,12 +235,17 @@ pub fn exec(state_root: &Path, id: &str, process: &Path, stdio: StdioFds, consol
 ///
 /// `create ID BUNDLE STATE_ROOT STDIN STDOUT STDERR [CONSOLE_SOCKET]`
 /// `exec ID PROCESS_JSON STATE_ROOT STDIN STDOUT STDERR [CONSOLE_SOCKET]`
-/// `wasm ID BUNDLE - STDIN STDOUT STDERR`: runs a wasm container to its end
-/// under its `process.user` ([`crate::wasm::worker`]); exits with its status.
+/// `wasm ID BUNDLE MODULE|- STDIN STDOUT STDERR`: runs a wasm container to
+/// its end under its `process.user` ([`crate::wasm::worker`]); exits with
+/// its status.
+/// `compile ...`: compiles wasm for the caller ([`crate::wasm::load::compile_main`]).
 ///
 /// Stdio paths may be empty (`/dev/null`). Prints the new process's pid on
 /// stdout; on failure, one line on stderr and exit status 1.
 pub fn helper_main(args: &[String]) -> i32 {
+    if args.first().map(String::as_str) == Some(crate::wasm::load::COMPILE_VERB) {
+        return crate::wasm::load::compile_main(&args[1..]);
+    }
     // libcontainer reports why a container could not be set up through
     // tracing: its errors go to stderr, which the caller reads.
     let filter = std::env::var("BERTH_LOG").unwrap_or_else(|_| "error".into());

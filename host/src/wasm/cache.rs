@@ -5,14 +5,22 @@
 //! Entries are written atomically (temp file + rename) with a SHA-256
 //! sidecar of the compiled bytes; an entry whose bytes do not match its
 //! sidecar is recompiled, never loaded.
+use super::load::Loaded;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 /// The cache; `dir = None` disables it (e.g. on a read-only device).
-#[derive(Debug, Clone)]
+/// Clones share its table of live code.
+#[derive(Clone)]
 pub struct Cache {
     dir: Option<PathBuf>,
+    /// Code loaded in this process and still in use, by key: guests of the
+    /// same module share one copy (its metadata and code mapping) instead
+    /// of loading it again.
+    live: Arc<Mutex<HashMap<String, Weak<Loaded>>>>,
 }
 
 /// A cache key: content hash of the wasm plus the engine key.
@@ -35,11 +43,26 @@ impl CacheKey {
 impl Cache {
     /// A cache in `dir`, created (mode 0700) on first store.
     pub fn new(dir: PathBuf) -> Self {
-        Cache { dir: Some(dir) }
+        Cache { dir: Some(dir), live: Arc::default() }
     }
 
     pub fn disabled() -> Self {
-        Cache { dir: None }
+        Cache { dir: None, live: Arc::default() }
+    }
+
+    /// The code for `key` when a guest of this process still holds it.
+    pub fn live(&self, key: &CacheKey) -> Option<Arc<Loaded>> {
+        self.live.lock().unwrap().get(&key.0).and_then(Weak::upgrade)
+    }
+
+    /// Makes `loaded` the live code for `key` (forgetting code no guest
+    /// holds any more).
+    pub fn keep(&self, key: &CacheKey, loaded: Loaded) -> Arc<Loaded> {
+        let loaded = Arc::new(loaded);
+        let mut live = self.live.lock().unwrap();
+        live.retain(|_, w| w.strong_count() > 0);
+        live.insert(key.0.clone(), Arc::downgrade(&loaded));
+        loaded
     }
 
     pub fn dir(&self) -> Option<&Path> {

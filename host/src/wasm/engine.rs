@@ -37,6 +37,10 @@ pub struct WasmEngine {
     pub(crate) engine: Engine,
     /// See [`WasmEngine::compatibility_key`]; fixed for the engine's life.
     compat_key: String,
+    /// What the engine was made with (a compiler process makes its twin).
+    pub(crate) options: EngineOptions,
+    /// Compile in a child process ([`WasmEngine::compile_in_child`]).
+    pub(crate) compile_in_child: bool,
 }
 
 fn base_config() -> Config {
@@ -72,7 +76,16 @@ impl WasmEngine {
         };
         start_ticker(&engine);
         let compat_key = compatibility_key(&engine);
-        Ok(WasmEngine { engine, compat_key })
+        Ok(WasmEngine { engine, compat_key, options: opts.clone(), compile_in_child: false })
+    }
+
+    /// Compiles modules (on a cache miss) in a short-lived child process,
+    /// this executable re-run as `__berth-native compile`, instead of in
+    /// this one: a long-lived process (the shim) then never holds the
+    /// compiler's code pages or the heap a compilation churns through.
+    pub fn compile_in_child(mut self) -> Self {
+        self.compile_in_child = true;
+        self
     }
 
     /// A hex digest of everything that makes precompiled code compatible

@@ -3,6 +3,7 @@
 use super::cache::{Cache, CacheKey};
 use super::engine::WasmEngine;
 use std::io::Read;
+use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
@@ -134,7 +135,7 @@ pub fn load(
     bytes: Vec<u8>,
     allow_precompiled: bool,
     known_sha256: Option<&str>,
-) -> Result<(Loaded, LoadInfo), LoadError> {
+) -> Result<(Arc<Loaded>, LoadInfo), LoadError> {
     let e = &engine.engine;
     if let Some(pre) = Engine::detect_precompiled(&bytes) {
         if !allow_precompiled {
@@ -149,7 +150,7 @@ pub fn load(
         // --allow-precompiled; wasmtime still checks its header, version
         // and engine compatibility.
         let loaded = unsafe { deserialize(e, kind, Trusted::Bytes(&bytes)) }.map_err(incompatible)?;
-        return Ok((loaded, LoadInfo { cache_hit: false, precompiled_input: true }));
+        return Ok((Arc::new(loaded), LoadInfo { cache_hit: false, precompiled_input: true }));
     }
     let binary_input = classify(&bytes).is_some();
     let (kind, wasm) = to_wasm(name, bytes)?;
@@ -159,6 +160,10 @@ pub fn load(
         Some(hex) if binary_input => CacheKey::from_sha256(hex, engine.compatibility_key()),
         _ => CacheKey::new(&wasm, engine.compatibility_key()),
     };
+    if let Some(loaded) = cache.live(&key) {
+        tracing::debug!(module = name, "code shared with a guest already running");
+        return Ok((loaded, LoadInfo { cache_hit: true, precompiled_input: false }));
+    }
     if let Some(path) = cache.lookup(&key) {
         let t = Instant::now();
         // SAFETY: cache entries are written only by berth into its own
@@ -167,19 +172,104 @@ pub fn load(
         match loaded {
             Ok(l) => {
                 tracing::debug!(module = name, entry = %path.display(), micros = t.elapsed().as_micros() as u64, "loaded precompiled code from cache");
-                return Ok((l, LoadInfo { cache_hit: true, precompiled_input: false }));
+                return Ok((cache.keep(&key, l), LoadInfo { cache_hit: true, precompiled_input: false }));
             }
             Err(err) => tracing::warn!(module = name, error = %err, "unusable cache entry; recompiling"),
         }
     }
     let t = Instant::now();
-    let compiled = compile(engine, name, kind, &wasm)?;
-    tracing::debug!(module = name, kind = ?kind, millis = t.elapsed().as_millis() as u64, "compiled");
-    cache.store(&key, &compiled);
-    // SAFETY: `compiled` was produced by this engine a moment ago.
+    let from_child = match engine.compile_in_child.then(|| compile_in_child(engine, kind, &wasm)) {
+        Some(Ok(Ok(compiled))) => Some(compiled),
+        Some(Ok(Err(reason))) => return Err(LoadError::Invalid { name: name.to_string(), reason }),
+        Some(Err(err)) => {
+            tracing::warn!(module = name, error = %err, "the compiler process failed; compiling here");
+            None
+        }
+        None => None,
+    };
+    let in_child = from_child.is_some();
+    let compiled = match from_child {
+        Some(c) => c,
+        None => compile(engine, name, kind, &wasm)?,
+    };
+    tracing::info!(module = name, kind = ?kind, millis = t.elapsed().as_millis() as u64, in_child, "compiled (precompile cache miss)");
+    // SAFETY: `compiled` was produced a moment ago by this engine, or by
+    // its twin in a process of this same executable; wasmtime checks its
+    // header and engine compatibility.
     let loaded = unsafe { deserialize(e, kind, Trusted::Bytes(&compiled)) }
         .map_err(|err| LoadError::Invalid { name: name.to_string(), reason: err.to_string() })?;
-    Ok((loaded, LoadInfo { cache_hit: false, precompiled_input: false }))
+    cache.store(&key, &compiled);
+    Ok((cache.keep(&key, loaded), LoadInfo { cache_hit: false, precompiled_input: false }))
+}
+
+/// The verb of the compiler process ([`compile_main`]).
+pub const COMPILE_VERB: &str = "compile";
+
+/// Compiles `wasm` in a child process ([`compile_main`]) with an engine
+/// made like `engine`. `Ok(Err(reason))`: the code is invalid; `Err`: the
+/// process itself failed.
+fn compile_in_child(engine: &WasmEngine, kind: Kind, wasm: &[u8]) -> std::io::Result<Result<Vec<u8>, String>> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut cmd = crate::native::helper_command(COMPILE_VERB)?;
+    let kind = match kind {
+        Kind::Module => "module",
+        Kind::Component => "component",
+    };
+    cmd.args([kind, &engine.options.pool_instances.to_string(), &engine.options.max_memory_bytes.to_string()]);
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    // The child reads all of its input before it writes anything.
+    let written = child.stdin.take().expect("piped stdin").write_all(wasm);
+    let out = child.wait_with_output()?;
+    written?;
+    match out.status.code() {
+        Some(0) => Ok(Ok(out.stdout)),
+        Some(2) => Ok(Err(String::from_utf8_lossy(&out.stderr).trim().to_string())),
+        _ => Err(std::io::Error::other(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))),
+    }
+}
+
+/// The compiler process: `compile module|component POOL_INSTANCES
+/// MAX_MEMORY_BYTES`, wasm on stdin, precompiled code on stdout. Exit
+/// status 2 (reason on stderr): the wasm is invalid; 1: anything else.
+pub fn compile_main(args: &[String]) -> i32 {
+    use std::io::{Read as _, Write as _};
+    let result = (|| -> Result<Result<Vec<u8>, String>, String> {
+        let [kind, instances, memory] = args else { return Err(format!("usage: compile module|component POOL_INSTANCES MAX_MEMORY_BYTES (got {args:?})")) };
+        let kind = match kind.as_str() {
+            "module" => Kind::Module,
+            "component" => Kind::Component,
+            other => return Err(format!("unknown kind {other:?}")),
+        };
+        let opts = super::EngineOptions {
+            pool_instances: instances.parse().map_err(|e| format!("pool instances {instances:?}: {e}"))?,
+            max_memory_bytes: memory.parse().map_err(|e| format!("max memory {memory:?}: {e}"))?,
+        };
+        let engine = WasmEngine::new(&opts).map_err(|e| e.to_string())?;
+        let mut wasm = Vec::new();
+        std::io::stdin().read_to_end(&mut wasm).map_err(|e| format!("reading the wasm: {e}"))?;
+        Ok(compile(&engine, "", kind, &wasm).map_err(|e| match e {
+            LoadError::Invalid { reason, .. } => reason,
+            other => other.to_string(),
+        }))
+    })();
+    match result {
+        Ok(Ok(code)) => match std::io::stdout().lock().write_all(&code) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("writing the compiled code: {e}");
+                1
+            }
+        },
+        Ok(Err(reason)) => {
+            eprintln!("{reason}");
+            2
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
 }
 
 /// Precompiled code that berth trusts: its own output, or the user's

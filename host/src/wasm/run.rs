@@ -81,7 +81,7 @@ struct Stopped(Reason);
 /// Code loaded for a plan, ready to run.
 pub struct Prepared {
     name: String,
-    loaded: Loaded,
+    loaded: Arc<Loaded>,
     pub info: LoadInfo,
 }
 
@@ -186,7 +186,7 @@ impl Runtime {
         let deadline = plan.limits.timeout.map(|d| Instant::now() + d);
         let export = plan.entrypoint.export.as_deref();
         let name = &prepared.name;
-        match &prepared.loaded {
+        match &*prepared.loaded {
             Loaded::Module(module) => {
                 let state = P1State { wasi: wasi.build_p1(), limiter };
                 let mut store = self.store(state, plan, interrupt, deadline);
