@@ -126,6 +126,28 @@ def stats(xs):
     return statistics.median(xs), xs[int(len(xs) * 0.1)], xs[max(0, int(len(xs) * 0.9) - 1)]
 
 
+def interleaved(title, rows, n):
+    """Times each (label, fn) in turn, n rounds after 3 warm-ups; prints a
+    table of median/p10/p90 and the ratio of the first to the last
+    (medians). Returns the medians."""
+    times = [[] for _ in rows]
+    for i in range(n + 3):
+        for k, (_, fn) in enumerate(rows):
+            t = time.perf_counter()
+            fn(i)
+            if i >= 3:
+                times[k].append((time.perf_counter() - t) * 1000)
+    st = [stats(ts) for ts in times]
+    print(f"### {title}, N={n} each, interleaved")
+    print()
+    print("| runtime | median ms | p10 ms | p90 ms |")
+    print("| --- | --- | --- | --- |")
+    for (label, _), x in zip(rows, st):
+        print(f"| {label} | {x[0]:.1f} | {x[1]:.1f} | {x[2]:.1f} |")
+    print(f"\nratio {rows[0][0]} / {rows[-1][0]} (median): **{st[0][0] / st[-1][0]:.2f}**\n")
+    return [x[0] for x in st]
+
+
 def main():
     bindir = os.path.abspath(sys.argv[1])
     n_cold = int(sys.argv[2]) if len(sys.argv) > 2 else 20
@@ -155,28 +177,10 @@ def main():
         runc_run = lambda i: c.ctr("run", "--rm", "bench.local/busybox:1", f"r{i}", "/bin/echo", "hello")
         print(f"containerd {sh('containerd', '--version').stdout.decode().split()[2]}, runc {sh('runc', '--version').stdout.decode().split()[2]}; {os.cpu_count()} cores")
         print()
-        def interleaved(title, rows):
-            """Times each (label, fn) in turn, N rounds after 3 warm-ups; a
-            table of median/p10/p90 and the ratio first / second (median)."""
-            times = [[] for _ in rows]
-            for i in range(n_cold + 3):
-                for k, (_, fn) in enumerate(rows):
-                    t = time.perf_counter()
-                    fn(i)
-                    if i >= 3:
-                        times[k].append((time.perf_counter() - t) * 1000)
-            st = [stats(ts) for ts in times]
-            print(f"### {title}, N={n_cold} each, interleaved")
-            print()
-            print("| runtime | median ms | p10 ms | p90 ms |")
-            print("| --- | --- | --- | --- |")
-            for (label, _), x in zip(rows, st):
-                print(f"| {label} | {x[0]:.1f} | {x[1]:.1f} | {x[2]:.1f} |")
-            print(f"\nratio berth / runc (median): **{st[0][0] / st[1][0]:.2f}**\n")
-        interleaved("cold `ctr run --rm`", [("berth (wasm hello)", berth_run), ("runc (busybox echo)", runc_run)])
+        interleaved("cold `ctr run --rm`", [("berth (wasm hello)", berth_run), ("runc (busybox echo)", runc_run)], n_cold)
         native_berth = lambda i: c.ctr("run", "--rm", "--runtime", "io.containerd.berth.v1", "bench.local/busybox:1", f"nb{i}", "/bin/echo", "hello")
         native_runc = lambda i: c.ctr("run", "--rm", "bench.local/busybox:1", f"nr{i}", "/bin/echo", "hello")
-        interleaved("native: cold `ctr run --rm` of busybox `echo`", [("berth (native fallback)", native_berth), ("runc", native_runc)])
+        interleaved("native: cold `ctr run --rm` of busybox `echo`", [("berth (native fallback)", native_berth), ("runc", native_runc)], n_cold)
         # Churn.
         def churn(fn):
             t = time.perf_counter()

@@ -22,8 +22,15 @@ fn shim_dir() -> PathBuf {
 impl Env {
     /// containerd with the shim on its PATH and the given images imported.
     fn new(images: &[(&str, &str)]) -> Env {
+        Self::with_env(images, &[])
+    }
+
+    /// [`Env::new`] with extra environment for containerd (and so its shims).
+    fn with_env(images: &[(&str, &str)], extra: &[(&str, &str)]) -> Env {
         let root = tempfile::tempdir().unwrap();
-        let c = Containerd::start_with(&[&shim_dir()], &[("BERTH_ROOT", root.path().to_str().unwrap())]);
+        let mut vars = vec![("BERTH_ROOT", root.path().to_str().unwrap())];
+        vars.extend_from_slice(extra);
+        let c = Containerd::start_with(&[&shim_dir()], &vars);
         let env = Env { c, _berth_root: root };
         for (module, name) in images {
             env.import(module, name);
@@ -736,4 +743,29 @@ fn modules_are_compiled_in_a_child_process_whose_errors_reach_ctr() {
     assert!(entries() > 0);
     let log = env.c.log();
     assert!(log.lines().any(|l| l.contains("compiled (precompile cache miss)") && l.contains("hello.wasm") && l.contains("in_child=true")), "{log}");
+}
+
+#[test]
+fn a_full_shim_pool_refuses_the_next_guest_with_the_setting_to_change() {
+    let env = Env::with_env(&[(guests::WAT_SLEEP, "example.com/sleep:1"), (guests::HELLO_P1, "example.com/hello:1")], &[("BERTH_SHIM_MAX_GUESTS", "2")]);
+    for id in ["full1", "full2"] {
+        let o = env.ctr(&["run", "-d", "--null-io", "--annotation", "berth.dev/group=full", "--runtime", RUNTIME, "example.com/sleep:1", id]);
+        assert!(o.status.success(), "{}", text(&o));
+        env.wait_status(id, "RUNNING");
+    }
+    let o = env.ctr(&["run", "--rm", "--annotation", "berth.dev/group=full", "--runtime", RUNTIME, "example.com/hello:1", "full3"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(125) && err.contains("BERTH_SHIM_MAX_GUESTS") && err.contains("limit of 2"), "{}", text(&o));
+    // The two running guests are untouched, and another group has room.
+    assert_eq!((env.task_status("full1").as_deref(), env.task_status("full2").as_deref()), (Some("RUNNING"), Some("RUNNING")));
+    let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, "example.com/hello:1", "elsewhere"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for id in ["full1", "full2"] {
+        let _ = env.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+    }
+    for id in ["full1", "full2"] {
+        env.wait_status(id, "STOPPED");
+        assert!(env.ctr(&["task", "rm", id]).status.success());
+        assert!(env.ctr(&["container", "rm", id]).status.success());
+    }
 }

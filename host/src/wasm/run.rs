@@ -38,6 +38,14 @@ pub enum RunError {
     NoExport { name: String, export: String, hint: String },
     #[error("calling {export} in {name}: {reason}")]
     Invoke { name: String, export: String, reason: String },
+    #[error("{reason}: this process already runs as many guests as its engine's pool holds; for the shim, raise BERTH_SHIM_MAX_GUESTS in containerd's environment or spread the containers over more groups")]
+    PoolFull { reason: String },
+}
+
+/// The pool limit `e` ran into, if it is one.
+fn pool_full(e: &wasmtime::Error) -> Option<RunError> {
+    let limit = e.chain().find_map(|c| c.downcast_ref::<wasmtime::PoolConcurrencyLimitError>())?;
+    Some(RunError::PoolFull { reason: limit.to_string() })
 }
 
 /// How a guest ended.
@@ -237,7 +245,7 @@ impl Runtime {
 }
 
 pub(super) fn instantiate_error(name: &str, e: wasmtime::Error) -> RunError {
-    RunError::Instantiate { name: name.to_string(), reason: format!("{e:#}") }
+    pool_full(&e).unwrap_or_else(|| RunError::Instantiate { name: name.to_string(), reason: format!("{e:#}") })
 }
 
 /// Installs the epoch callback: stop on interrupt or deadline, park when
@@ -278,7 +286,11 @@ async fn supervise(
         }
     };
     tokio::select! {
-        r = call => Ok(classify(r?)),
+        r = call => match r? {
+            // No fiber stack was left for the call: not the guest's doing.
+            Err(e) if pool_full(&e).is_some() => Err(pool_full(&e).expect("checked")),
+            r => Ok(classify(r)),
+        },
         reason = interrupt.triggered() => Ok(Exit::Stopped(reason)),
         () = timer => {
             interrupt.trigger(Reason::Timeout);
