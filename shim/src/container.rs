@@ -76,8 +76,8 @@ fn entry_missing(e: &bundle::BundleError) -> bool {
 }
 
 /// Where the shim keeps native containers' state for a containerd namespace.
-pub fn native_root(namespace: &str) -> PathBuf {
-    berth_host::native::default_state_root().join(namespace)
+pub fn native_root(containerd: &str, namespace: &str) -> PathBuf {
+    berth_host::native::state_root_for(containerd, namespace)
 }
 
 pub struct Container {
@@ -145,9 +145,10 @@ impl Container {
             r => (r.map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?, None),
         };
         tracing::info!(container_id = %id, pod_id = %pod, runtime = ?kind.kind, reason = %kind.reason, "runtime chosen");
+        let meter = Arc::new(Meter::default());
         let job = match kind.kind {
             detect::Kind::Native => Self::create_native(&req).await.map_err(undo)?,
-            detect::Kind::Wasm => Self::create_wasm(runtime, &req, &spec, &pod, module).await.map_err(undo)?,
+            detect::Kind::Wasm => Self::create_wasm(runtime, &req, &spec, &pod, module, &meter).await.map_err(undo)?,
         };
         // Guests run here report traps on their stderr; workers and native
         // containers write their own.
@@ -161,7 +162,7 @@ impl Container {
             stdio: req.stdio,
             job,
             interrupt: Interrupt::new(),
-            meter: Arc::new(Meter::default()),
+            meter,
             life: Lifecycle::default(),
             execs: Mutex::default(),
             mounted,
@@ -219,7 +220,14 @@ impl Container {
         }
     }
 
-    async fn create_wasm(runtime: &Arc<Runtime>, req: &CreateRequest<'_>, spec: &oci_spec::runtime::Spec, pod: &str, module: Option<ModuleSource>) -> Result<Job, CreateError> {
+    async fn create_wasm(
+        runtime: &Arc<Runtime>,
+        req: &CreateRequest<'_>,
+        spec: &oci_spec::runtime::Spec,
+        pod: &str,
+        module: Option<ModuleSource>,
+        meter: &Arc<Meter>,
+    ) -> Result<Job, CreateError> {
         let id = req.id.to_string();
         if req.terminal {
             return Err(CreateError::Terminal { id });
@@ -259,7 +267,7 @@ impl Container {
             };
             Job::Worker { pid: Mutex::new(None), module }
         } else if serves_http {
-            let service = HttpService::new(runtime.clone(), &prepared, &plan).map_err(|source| CreateError::Load { id: id.clone(), source })?;
+            let service = HttpService::metered(runtime.clone(), &prepared, &plan, meter.clone()).map_err(|source| CreateError::Load { id: id.clone(), source })?;
             let addr = plan.http_listen.unwrap_or_else(|| DEFAULT_HTTP_ADDR.parse().expect("default address"));
             let listener = server::bind(addr, plan.net_namespace.as_deref()).map_err(|e| CreateError::Listen { id: id.clone(), addr, reason: e.to_string() })?;
             tracing::info!(container_id = %id, pod_id = %pod, address = %addr, net_namespace = ?plan.net_namespace, "wasi:http component: served, an instance per request");

@@ -143,7 +143,7 @@ pub fn delete(flags: &Flags) -> i32 {
     let cwd = std::env::current_dir().unwrap_or_default();
     // A native container outlives its shim: kill what is left and remove
     // it. (Nothing is printed: stdout is the reply.)
-    let _ = berth_host::native::delete(&crate::container::native_root(&flags.namespace), &flags.id);
+    let _ = berth_host::native::delete(&crate::container::native_root(&flags.address, &flags.namespace), &flags.id);
     crate::container::unmount_rootfs(&cwd.join("rootfs"));
     let mut resp = DeleteResponse::new();
     resp.exit_status = 128 + libc::SIGKILL as u32;

@@ -89,6 +89,11 @@ impl Env {
         }
     }
 
+    /// Where this containerd's shims keep native containers' state.
+    fn native_state(&self) -> PathBuf {
+        berth_host::native::state_root_for(self.c.socket().to_str().unwrap(), "berth-test")
+    }
+
     /// berth shim processes serving this containerd.
     fn shims(&self) -> Vec<u32> {
         self.c.shim_pids("containerd-shim-berth-v1")
@@ -418,6 +423,10 @@ fn http_components_are_served_from_containers_and_drain_on_sigterm() {
     let slow_url = url("/slow");
     let slow = std::thread::spawn(move || curl(&slow_url));
     std::thread::sleep(Duration::from_millis(300));
+    // The requests' instances are the container's stats: the one in flight
+    // holds memory, and the requests so far used CPU.
+    let (cpu, mem, out) = metrics(&env, "web1");
+    assert!(cpu > 0 && mem >= 65536, "an instance is in flight and requests ran:\n{out}");
     let o = env.ctr(&["task", "kill", "web1"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(slow.join().unwrap(), ("200".into(), "hello from berth: GET /slow\n".into()));
@@ -568,8 +577,8 @@ fn native_busybox_containers_run_through_berth() {
         assert!(Instant::now() < deadline, "shims still running: {:?}", env.shims());
         std::thread::sleep(Duration::from_millis(50));
     }
-    let state = Path::new("/run/berth/native/berth-test");
-    let left: Vec<_> = std::fs::read_dir(state).map(|d| d.flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().starts_with("bb")).collect()).unwrap_or_default();
+    let state = env.native_state();
+    let left: Vec<_> = std::fs::read_dir(&state).map(|d| d.flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().starts_with("bb")).collect()).unwrap_or_default();
     assert!(left.is_empty(), "native state left: {left:?}");
 }
 
@@ -629,7 +638,7 @@ fn a_killed_shim_takes_its_native_containers_with_it() {
     let o = env.ctr(&["task", "rm", "orphan"]);
     assert!(o.status.success() || String::from_utf8_lossy(&o.stderr).contains("not found"), "{}", text(&o));
     assert!(env.ctr(&["container", "rm", "orphan"]).status.success());
-    assert!(!Path::new("/run/berth/native/berth-test/orphan").exists(), "the native container's state is left");
+    assert!(!env.native_state().join("orphan").exists(), "the native container's state is left");
 }
 
 /// Makes container `id` the way CRI does for an image containerd cannot
@@ -767,5 +776,27 @@ fn a_full_shim_pool_refuses_the_next_guest_with_the_setting_to_change() {
         env.wait_status(id, "STOPPED");
         assert!(env.ctr(&["task", "rm", id]).status.success());
         assert!(env.ctr(&["container", "rm", id]).status.success());
+    }
+}
+
+#[test]
+fn two_containerds_keep_native_containers_of_one_id_apart() {
+    let envs = [Env::new(&[]), Env::new(&[])];
+    for env in &envs {
+        env.import_busybox(BUSYBOX);
+        let o = env.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, BUSYBOX, "same", "sleep", "1000"]);
+        assert!(o.status.success(), "{}", text(&o));
+        env.wait_status("same", "RUNNING");
+    }
+    assert_ne!(envs[0].native_state(), envs[1].native_state());
+    for env in &envs {
+        assert!(env.native_state().join("same").is_dir(), "state of the running container at {}", env.native_state().display());
+    }
+    for env in &envs {
+        assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "same"]).status.success());
+        env.wait_status("same", "STOPPED");
+        assert!(env.ctr(&["task", "rm", "same"]).status.success());
+        assert!(env.ctr(&["container", "rm", "same"]).status.success());
+        assert!(!env.native_state().join("same").exists());
     }
 }

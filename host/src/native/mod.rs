@@ -96,6 +96,14 @@ pub fn default_state_root() -> PathBuf {
     PathBuf::from("/run/berth/native")
 }
 
+/// Where a containerd's shims keep the native containers of `namespace`:
+/// keyed by the containerd (its socket address) as well, since two
+/// containerds on one machine may use the same namespace and container ids.
+pub fn state_root_for(containerd: &str, namespace: &str) -> PathBuf {
+    let digest = crate::oci::image::digest::of_bytes(containerd.as_bytes());
+    default_state_root().join(&digest.trim_start_matches("sha256:")[..16]).join(namespace)
+}
+
 /// Makes this process the reaper of its orphaned descendants, so that it
 /// can wait for the containers it creates.
 pub fn become_subreaper() -> std::io::Result<()> {

@@ -4,7 +4,7 @@
 //! or a timeout answers that request (500 / 504) and touches no other.
 //! Outbound HTTP from handlers goes only to the plan's allowed origins.
 use super::interrupt::Interrupt;
-use super::limits::GuestLimiter;
+use super::limits::{GuestLimiter, Meter};
 use super::load::Loaded;
 use super::run::{GuestState, Prepared, RunError, Runtime};
 use crate::plan::{RunPlan, Stdio};
@@ -84,6 +84,8 @@ pub struct HttpService {
     /// The plan's stdout and stderr, opened once and shared by every
     /// request's instance (`None`: the host's own).
     output: Option<[Option<std::fs::File>; 2]>,
+    /// What the requests' instances use, together.
+    meter: Arc<Meter>,
 }
 
 /// A response of a served component.
@@ -112,6 +114,12 @@ impl HttpService {
     /// Pre-instantiates `prepared`, which must be a component exporting
     /// `wasi:http/incoming-handler`.
     pub fn new(runtime: Arc<Runtime>, prepared: &Prepared, plan: &RunPlan) -> Result<Self, RunError> {
+        Self::metered(runtime, prepared, plan, Arc::new(Meter::default()))
+    }
+
+    /// [`HttpService::new`], charging every request's instance (its memory
+    /// while it lives, the CPU time of its polls) to `meter`.
+    pub fn metered(runtime: Arc<Runtime>, prepared: &Prepared, plan: &RunPlan, meter: Arc<Meter>) -> Result<Self, RunError> {
         let name = plan.entrypoint.source.to_string();
         let fail = |reason: String| RunError::Instantiate { name: name.clone(), reason };
         let Loaded::Component(component) = prepared.loaded() else {
@@ -129,7 +137,7 @@ impl HttpService {
                 Some([open(stdout)?, open(stderr)?])
             }
         };
-        Ok(HttpService { runtime, pre, plan: plan.clone(), outbound: Arc::new(plan.http_outbound.clone()), next_id: AtomicU64::new(1), output })
+        Ok(HttpService { runtime, pre, plan: plan.clone(), outbound: Arc::new(plan.http_outbound.clone()), next_id: AtomicU64::new(1), output, meter })
     }
 
     /// The guest's WASI context for one request: the plan's capabilities,
@@ -177,7 +185,7 @@ impl HttpService {
     {
         let internal = |e: wasmtime::Error| (500, format!("request {id}: {e:#}"));
         let ctx = self.wasi(id).map_err(|e| (500, e.to_string()))?;
-        let state = HttpState { ctx, table: ResourceTable::new(), http: WasiHttpCtx::new(), hooks: Outbound { allowed: self.outbound.clone() }, limiter: GuestLimiter::new(self.plan.limits.memory_bytes) };
+        let state = HttpState { ctx, table: ResourceTable::new(), http: WasiHttpCtx::new(), hooks: Outbound { allowed: self.outbound.clone() }, limiter: GuestLimiter::new(self.plan.limits.memory_bytes).with_meter(self.meter.clone()) };
         let timeout = self.plan.limits.timeout.unwrap_or(Duration::from_secs(30));
         let interrupt = Interrupt::new();
         let mut store = self.runtime.store(state, &self.plan, &interrupt, Some(Instant::now() + timeout));
@@ -185,9 +193,13 @@ impl HttpService {
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(internal)?;
         let out = store.data_mut().http().new_response_outparam(sender).map_err(internal)?;
         let pre = self.pre.clone();
+        let meter = self.meter.clone();
         let mut task = AbortOnDrop::new(tokio::spawn(async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            let handle = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            };
+            super::run::cpu_metered(handle, &meter).await
         }));
         let deadline = tokio::time::sleep(timeout);
         tokio::select! {

@@ -29,8 +29,8 @@ pub struct Usage {
     pub refused: u64,
 }
 
-/// Live resource use of one guest, readable from other tasks while it
-/// runs (container stats).
+/// Live resource use of a container's guests (one, or an instance per
+/// request), readable from other tasks while they run (container stats).
 #[derive(Debug, Default)]
 pub struct Meter {
     memory: AtomicU64,
@@ -59,15 +59,17 @@ impl GuestLimiter {
         self
     }
 
-    fn publish(&self) {
+    /// Adds growth to the meter, which sums every live guest charged to
+    /// it (an instance per request shares its container's).
+    fn publish(&self, memory: u64, tables: u64) {
         if let Some(m) = &self.meter {
-            m.memory.store(self.memory, Ordering::Relaxed);
-            m.tables.store(self.tables, Ordering::Relaxed);
+            m.memory.fetch_add(memory, Ordering::Relaxed);
+            m.tables.fetch_add(tables, Ordering::Relaxed);
         }
     }
 
     pub fn new(cap: Option<u64>) -> Self {
-        GuestLimiter { cap, ..Default::default() }
+        GuestLimiter { cap, memory: 0, tables: 0, refused: 0, meter: None }
     }
 
     pub fn usage(&self) -> Usage {
@@ -84,6 +86,16 @@ impl GuestLimiter {
     }
 }
 
+/// The guest's memory is gone with its store: the meter no longer counts it.
+impl Drop for GuestLimiter {
+    fn drop(&mut self) {
+        if let Some(m) = &self.meter {
+            m.memory.fetch_sub(self.memory, Ordering::Relaxed);
+            m.tables.fetch_sub(self.tables, Ordering::Relaxed);
+        }
+    }
+}
+
 impl wasmtime::ResourceLimiter for GuestLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         if maximum.is_some_and(|m| desired > m) {
@@ -94,7 +106,7 @@ impl wasmtime::ResourceLimiter for GuestLimiter {
             return Ok(false);
         }
         self.memory += grow;
-        self.publish();
+        self.publish(grow, 0);
         Ok(true)
     }
 
@@ -107,7 +119,7 @@ impl wasmtime::ResourceLimiter for GuestLimiter {
             return Ok(false);
         }
         self.tables += grow;
-        self.publish();
+        self.publish(0, grow);
         Ok(true)
     }
 }

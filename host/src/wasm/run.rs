@@ -301,7 +301,7 @@ async fn supervise(
 
 /// Polls `fut`, adding the calling thread's CPU time of each poll to
 /// `meter`: the guest's own running time, wherever the executor runs it.
-async fn cpu_metered<F: std::future::Future>(fut: F, meter: &Meter) -> F::Output {
+pub(super) async fn cpu_metered<F: std::future::Future>(fut: F, meter: &Meter) -> F::Output {
     fn thread_cpu_ns() -> u64 {
         let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
         t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
