@@ -12,4 +12,5 @@ pub mod native;
 pub mod oci;
 pub mod paths;
 pub mod plan;
+pub mod size;
 pub mod wasm;

@@ -28,6 +28,10 @@ pub struct RunPlan {
     /// Where a `wasi:http/incoming-handler` guest is served (`None`: the
     /// default, 0.0.0.0:8080).
     pub http_listen: Option<std::net::SocketAddr>,
+    /// Requests served at once (`None`: the server's default).
+    pub http_max_concurrency: Option<usize>,
+    /// Largest request body served (`None`: the server's default).
+    pub http_max_body: Option<u64>,
     /// The network namespace (a path, e.g. a pod's `/var/run/netns/...`)
     /// the guest's listening sockets live in; `None`: berth's own.
     pub net_namespace: Option<PathBuf>,

@@ -57,6 +57,7 @@ enum Job {
     /// ends it at once (137).
     Serve {
         service: Arc<HttpService>,
+        limits: server::Limits,
         listener: Mutex<Option<std::net::TcpListener>>,
         stop: watch::Sender<u32>,
     },
@@ -69,6 +70,12 @@ enum Job {
     /// its state lives under `root`.
     Native { pid: i32, root: PathBuf, exit: Mutex<Option<tokio::sync::oneshot::Receiver<i32>>>, terminal: Option<std::fs::File> },
 }
+
+/// Requests one served component handles at once unless its
+/// `berth.dev/http-max-concurrency` says otherwise: a quarter of the shim's
+/// default pool, so that one busy component leaves room for the other
+/// guests of its group.
+const HTTP_SLOTS: usize = 64;
 
 /// Whether a bundle error says `args[0]` is not in the rootfs.
 fn entry_missing(e: &bundle::BundleError) -> bool {
@@ -271,7 +278,12 @@ impl Container {
             let addr = plan.http_listen.unwrap_or_else(|| DEFAULT_HTTP_ADDR.parse().expect("default address"));
             let listener = server::bind(addr, plan.net_namespace.as_deref()).map_err(|e| CreateError::Listen { id: id.clone(), addr, reason: e.to_string() })?;
             tracing::info!(container_id = %id, pod_id = %pod, address = %addr, net_namespace = ?plan.net_namespace, "wasi:http component: served, an instance per request");
-            Job::Serve { service: Arc::new(service), listener: Mutex::new(Some(listener)), stop: watch::channel(0).0 }
+            let limits = server::Limits {
+                slots: plan.http_max_concurrency.unwrap_or(HTTP_SLOTS),
+                max_body: plan.http_max_body.unwrap_or(server::Limits::default().max_body),
+                ..Default::default()
+            };
+            Job::Serve { service: Arc::new(service), limits, listener: Mutex::new(Some(listener)), stop: watch::channel(0).0 }
         } else {
             let cache_hit = prepared.info.cache_hit;
             tracing::info!(container_id = %id, pod_id = %pod, module = %plan.entrypoint.source, cache_hit, "wasm container created");
@@ -330,9 +342,9 @@ impl Container {
             let status = match &c.job {
                 Job::Native { .. } | Job::Worker { .. } => unreachable!("started above"),
                 Job::Run { plan, prepared } => c.run(runtime, plan, prepared).await,
-                Job::Serve { service, listener, stop } => {
+                Job::Serve { service, limits, listener, stop } => {
                     let listener = listener.lock().unwrap().take();
-                    c.serve(service.clone(), listener, stop).await
+                    c.serve(service.clone(), listener, *limits, stop).await
                 }
             };
             let e = c.finish(status as u32);
@@ -391,13 +403,13 @@ impl Container {
     }
 
     /// Serves HTTP until a signal; the exit status.
-    async fn serve(&self, service: Arc<HttpService>, listener: Option<std::net::TcpListener>, stop: &watch::Sender<u32>) -> i32 {
+    async fn serve(&self, service: Arc<HttpService>, listener: Option<std::net::TcpListener>, limits: server::Limits, stop: &watch::Sender<u32>) -> i32 {
         let Some(listener) = listener else { return 125 };
         let (mut drain, mut hard) = (stop.subscribe(), stop.subscribe());
         let drain = async move {
             let _ = drain.wait_for(|s| *s != 0).await;
         };
-        let serve = server::serve(service, listener, server::Limits::default(), drain, None);
+        let serve = server::serve(service, listener, limits, drain, None);
         tokio::select! {
             biased;
             _ = hard.wait_for(|s| *s == libc::SIGKILL as u32) => {

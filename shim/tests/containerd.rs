@@ -441,9 +441,23 @@ fn http_components_are_served_from_containers_and_drain_on_sigterm() {
     // the container at once (137).
     let port2 = free_port();
     let listen = format!("berth.dev/http-listen=127.0.0.1:{port2}");
-    let child = env.spawn_run(&["--rm", "--runtime", RUNTIME, "--annotation", &listen, "example.com/hello-http:1", "web2"]);
+    let child = env.spawn_run(&["--rm", "--runtime", RUNTIME, "--annotation", &listen, "--annotation", "berth.dev/http-max-body=10", "example.com/hello-http:1", "web2"]);
     env.wait_status("web2", "RUNNING");
     assert_eq!(curl(&format!("http://127.0.0.1:{port2}/two")).0, "200");
+    // berth.dev/http-max-body caps request bodies.
+    let post = |len: usize| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port2)).unwrap();
+        write!(s, "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{}", "b".repeat(len)).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.split_whitespace().nth(1).unwrap_or_default().to_string()
+    };
+    assert_eq!((post(10), post(20)), ("200".to_string(), "413".to_string()));
+    // A bad serving annotation fails the create, naming it.
+    let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, "--annotation", "berth.dev/http-max-concurrency=0", "example.com/hello-http:1", "web4"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("berth.dev/http-max-concurrency"), "{}", text(&o));
     assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "web2"]).status.success());
     assert_eq!(child.wait_with_output().unwrap().status.code(), Some(137));
 

@@ -9,6 +9,10 @@ pub const NET_LOOKUP: &str = "berth.dev/net-lookup";
 pub const TIMEOUT: &str = "berth.dev/timeout";
 pub const HTTP_LISTEN: &str = "berth.dev/http-listen";
 pub const HTTP_OUTBOUND: &str = "berth.dev/http-outbound";
+/// Requests a served component handles at once (more wait, then get 503).
+pub const HTTP_MAX_CONCURRENCY: &str = "berth.dev/http-max-concurrency";
+/// Largest request body a served component is given (larger: 413).
+pub const HTTP_MAX_BODY: &str = "berth.dev/http-max-body";
 /// The guest environment variable that sets where a wasi:http guest is served.
 pub const HTTP_ADDR_ENV: &str = "BERTH_HTTP_ADDR";
 /// Where wasi:http guests are served when nothing says otherwise.
@@ -16,18 +20,33 @@ pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8080";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnnotationError {
-    #[error("annotation {key}")]
-    Net {
-        key: &'static str,
-        #[source]
-        source: RuleError,
-    },
+    #[error("annotation {key}: {error}")]
+    Net { key: &'static str, error: RuleError },
     #[error("annotation {key}={value:?} is not a positive duration; use e.g. 30s, 500ms or 2m")]
     Duration { key: &'static str, value: String },
     #[error("{key}={value:?} is not a listen address; use IP:PORT, e.g. 0.0.0.0:8080 or 127.0.0.1:3000")]
     Addr { key: &'static str, value: String },
     #[error("annotation {key}={value:?} is not a boolean; use true or false")]
     Bool { key: &'static str, value: String },
+    #[error("annotation {key}={value:?} is not a number from 1 to {max}")]
+    Count { key: &'static str, value: String, max: usize },
+    #[error("annotation {key}={value:?}: {reason}")]
+    Size { key: &'static str, value: String, reason: String },
+}
+
+/// Reads `berth.dev/http-max-concurrency`.
+pub fn http_max_concurrency(a: &HashMap<String, String>) -> Result<Option<usize>, AnnotationError> {
+    const MAX: usize = 100_000;
+    a.get(HTTP_MAX_CONCURRENCY)
+        .map(|v| v.trim().parse::<usize>().ok().filter(|n| (1..=MAX).contains(n)).ok_or_else(|| AnnotationError::Count { key: HTTP_MAX_CONCURRENCY, value: v.clone(), max: MAX }))
+        .transpose()
+}
+
+/// Reads `berth.dev/http-max-body` (a size: `1048576`, `512KiB`, `16MiB`).
+pub fn http_max_body(a: &HashMap<String, String>) -> Result<Option<u64>, AnnotationError> {
+    a.get(HTTP_MAX_BODY)
+        .map(|v| crate::size::parse_size(v).map_err(|e| AnnotationError::Size { key: HTTP_MAX_BODY, value: v.clone(), reason: e.to_string() }))
+        .transpose()
 }
 
 /// Reads the network policy from `berth.dev/net-*` annotations.
@@ -35,7 +54,7 @@ pub fn net_policy(a: &HashMap<String, String>) -> Result<NetPolicy, AnnotationEr
     let mut p = NetPolicy::default();
     for (key, out) in [(NET_CONNECT, &mut p.connect), (NET_LISTEN, &mut p.listen)] {
         if let Some(v) = a.get(key) {
-            NetPolicy::parse_list(v, out).map_err(|source| AnnotationError::Net { key, source })?;
+            NetPolicy::parse_list(v, out).map_err(|error| AnnotationError::Net { key, error })?;
         }
     }
     if let Some(v) = a.get(NET_LOOKUP) {
@@ -80,6 +99,20 @@ fn parse_bool(v: &str) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn http_serving_limits_are_read_and_bad_ones_named() {
+        let ann = |k: &str, v: &str| HashMap::from([(k.to_string(), v.to_string())]);
+        assert_eq!(http_max_concurrency(&ann(HTTP_MAX_CONCURRENCY, "8")).unwrap(), Some(8));
+        assert_eq!(http_max_concurrency(&HashMap::new()).unwrap(), None);
+        for bad in ["0", "-1", "many", "100001"] {
+            let e = http_max_concurrency(&ann(HTTP_MAX_CONCURRENCY, bad)).unwrap_err().to_string();
+            assert!(e.contains(HTTP_MAX_CONCURRENCY) && e.contains(bad), "{e}");
+        }
+        assert_eq!(http_max_body(&ann(HTTP_MAX_BODY, "512KiB")).unwrap(), Some(512 << 10));
+        let e = http_max_body(&ann(HTTP_MAX_BODY, "lots")).unwrap_err().to_string();
+        assert!(e.contains(HTTP_MAX_BODY) && e.contains("lots"), "{e}");
+    }
     use super::*;
 
     #[test]

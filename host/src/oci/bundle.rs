@@ -30,12 +30,10 @@ pub enum BundleError {
     },
     #[error("{path}: {what}")]
     Invalid { path: PathBuf, what: String },
-    #[error("{path}")]
-    Annotation {
-        path: PathBuf,
-        #[source]
-        source: annotations::AnnotationError,
-    },
+    // The annotation's problem is in the message itself: the shim reports
+    // only an error's top line to containerd.
+    #[error("{path}: {error}")]
+    Annotation { path: PathBuf, error: annotations::AnnotationError },
     #[error(transparent)]
     Entry(#[from] entry::EntryError),
 }
@@ -114,11 +112,13 @@ pub fn plan_with_module(bundle: &Path, spec: &Spec, module: Option<ModuleSource>
 
     let empty = Default::default();
     let ann = spec.annotations().as_ref().unwrap_or(&empty);
-    let ann_err = |source| BundleError::Annotation { path: path.clone(), source };
+    let ann_err = |error| BundleError::Annotation { path: path.clone(), error };
     let net = annotations::net_policy(ann).map_err(ann_err)?;
     let timeout = annotations::timeout(ann).map_err(ann_err)?;
     let mut http_outbound = Vec::new();
     let http_listen = annotations::http_listen(ann, &env).map_err(ann_err)?;
+    let http_max_concurrency = annotations::http_max_concurrency(ann).map_err(ann_err)?;
+    let http_max_body = annotations::http_max_body(ann).map_err(ann_err)?;
     if let Some(list) = ann.get(annotations::HTTP_OUTBOUND) {
         crate::caps::http::HttpOrigin::parse_list(list, &mut http_outbound).map_err(|e| invalid(format!("annotation berth.dev/http-outbound: {e}")))?;
     }
@@ -161,6 +161,8 @@ pub fn plan_with_module(bundle: &Path, spec: &Spec, module: Option<ModuleSource>
         stdio: Default::default(),
         http_outbound,
         http_listen,
+        http_max_concurrency,
+        http_max_body,
         net_namespace,
     })
 }
