@@ -84,8 +84,8 @@ pub struct HttpService {
     /// The plan's stdout and stderr, opened once and shared by every
     /// request's instance (`None`: the host's own).
     output: Option<[Option<std::fs::File>; 2]>,
-    /// What the requests' instances use, together.
-    meter: Arc<Meter>,
+    /// What the requests' instances use, together (when metered).
+    meter: Option<Arc<Meter>>,
 }
 
 /// A response of a served component.
@@ -114,12 +114,18 @@ impl HttpService {
     /// Pre-instantiates `prepared`, which must be a component exporting
     /// `wasi:http/incoming-handler`.
     pub fn new(runtime: Arc<Runtime>, prepared: &Prepared, plan: &RunPlan) -> Result<Self, RunError> {
-        Self::metered(runtime, prepared, plan, Arc::new(Meter::default()))
+        Self::build(runtime, prepared, plan, None)
     }
 
     /// [`HttpService::new`], charging every request's instance (its memory
     /// while it lives, the CPU time of its polls) to `meter`.
+    /// (Metering reads the thread's CPU clock around every poll of every
+    /// instance: a cost only a container's stats should pay.)
     pub fn metered(runtime: Arc<Runtime>, prepared: &Prepared, plan: &RunPlan, meter: Arc<Meter>) -> Result<Self, RunError> {
+        Self::build(runtime, prepared, plan, Some(meter))
+    }
+
+    fn build(runtime: Arc<Runtime>, prepared: &Prepared, plan: &RunPlan, meter: Option<Arc<Meter>>) -> Result<Self, RunError> {
         let name = plan.entrypoint.source.to_string();
         let fail = |reason: String| RunError::Instantiate { name: name.clone(), reason };
         let Loaded::Component(component) = prepared.loaded() else {
@@ -185,7 +191,12 @@ impl HttpService {
     {
         let internal = |e: wasmtime::Error| (500, format!("request {id}: {e:#}"));
         let ctx = self.wasi(id).map_err(|e| (500, e.to_string()))?;
-        let state = HttpState { ctx, table: ResourceTable::new(), http: WasiHttpCtx::new(), hooks: Outbound { allowed: self.outbound.clone() }, limiter: GuestLimiter::new(self.plan.limits.memory_bytes).with_meter(self.meter.clone()) };
+        let limiter = GuestLimiter::new(self.plan.limits.memory_bytes);
+        let limiter = match &self.meter {
+            Some(m) => limiter.with_meter(m.clone()),
+            None => limiter,
+        };
+        let state = HttpState { ctx, table: ResourceTable::new(), http: WasiHttpCtx::new(), hooks: Outbound { allowed: self.outbound.clone() }, limiter };
         let timeout = self.plan.limits.timeout.unwrap_or(Duration::from_secs(30));
         let interrupt = Interrupt::new();
         let mut store = self.runtime.store(state, &self.plan, &interrupt, Some(Instant::now() + timeout));
@@ -199,7 +210,10 @@ impl HttpService {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
             };
-            super::run::cpu_metered(handle, &meter).await
+            match meter {
+                Some(meter) => super::run::cpu_metered(handle, &meter).await,
+                None => handle.await,
+            }
         }));
         let deadline = tokio::time::sleep(timeout);
         tokio::select! {
