@@ -236,7 +236,8 @@ impl Client {
         if desc.size > max {
             return Err(proto(format!("blob {} is {} bytes, over berth's {max}-byte limit for it", desc.digest, desc.size)));
         }
-        let mut data = Vec::with_capacity(desc.size as usize);
+        // Grown as pieces arrive: the descriptor's size is only a claim.
+        let mut data = Vec::with_capacity(desc.size.min(MAX_MESSAGE as u64) as usize);
         self.call(CONTENT_READ, &Msg::new().bytes(1, &desc.digest), |m| {
             if m.get_int(1) as usize != data.len() {
                 return Err(format!("blob {}: a piece at offset {} where {} was next", desc.digest, m.get_int(1), data.len()));

@@ -82,11 +82,6 @@ fn entry_missing(e: &bundle::BundleError) -> bool {
     matches!(e, bundle::BundleError::Entry(EntryError::NotFound { .. }))
 }
 
-/// Where the shim keeps native containers' state for a containerd namespace.
-pub fn native_root(containerd: &str, namespace: &str) -> PathBuf {
-    berth_host::native::state_root_for(containerd, namespace)
-}
-
 pub struct Container {
     pub id: String,
     pub bundle: PathBuf,
@@ -111,7 +106,8 @@ pub struct CreateRequest<'a> {
     pub rootfs: &'a [Mount],
     pub terminal: bool,
     pub stdio: [String; 3],
-    /// Where native containers' state is kept ([`native_root`]).
+    /// Where native containers' state is kept
+    /// ([`berth_host::native::state_root_for`]).
     pub native_root: PathBuf,
     /// containerd's gRPC socket and the container's namespace there.
     pub containerd: &'a Path,

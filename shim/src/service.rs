@@ -47,10 +47,8 @@ pub fn start(mut flags: Flags) -> i32 {
         let group = group_of(&cwd, &flags.id);
         let opts = StartOpts { id: flags.id.clone(), address: flags.address.clone(), namespace: flags.namespace.clone(), ..Default::default() };
         let address = opts.socket_address(&group);
-        let path = address.strip_prefix("unix://").unwrap_or(&address).to_string();
-        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            // The group's server takes the container.
-        } else {
+        // When the group's server answers, it takes the container.
+        if std::os::unix::net::UnixStream::connect(socket_path(&address)).is_err() {
             flags.action.clear();
             flags.socket = address.clone();
             fork_server(flags)?;
@@ -105,9 +103,9 @@ fn fork_server(flags: Flags) -> Result<(), String> {
     if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
         return Err(format!("the shim server exited as it started (status {})", berth_host::native::exit_status(status)));
     }
-    if let Err(e) = containerd_shim::cgroup::set_cgroup_and_oom_score(pid as u32, "") {
-        tracing::warn!(error = %e, "setting the shim server's OOM score");
-    }
+    // As containerd's shims do: the server is killed before containerd on
+    // memory pressure. (`start` has no log; a failure leaves the score as is.)
+    let _ = containerd_shim::cgroup::set_cgroup_and_oom_score(pid as u32, "");
     Ok(())
 }
 
@@ -130,6 +128,12 @@ pub fn run_server(flags: &Flags) -> i32 {
     }
 }
 
+/// The file of a socket address as containerd writes them (`unix://PATH`
+/// or a bare path).
+pub fn socket_path(address: &str) -> &str {
+    address.strip_prefix("unix://").unwrap_or(address)
+}
+
 /// The CPUs this process may run on. (The standard library's
 /// `available_parallelism`, which tokio would ask, also parses cgroup
 /// files: milliseconds on every shim start.)
@@ -143,7 +147,7 @@ pub fn delete(flags: &Flags) -> i32 {
     let cwd = std::env::current_dir().unwrap_or_default();
     // A native container outlives its shim: kill what is left and remove
     // it. (Nothing is printed: stdout is the reply.)
-    let _ = berth_host::native::delete(&crate::container::native_root(&flags.address, &flags.namespace), &flags.id);
+    let _ = berth_host::native::delete(&berth_host::native::state_root_for(&flags.address, &flags.namespace), &flags.id);
     crate::container::unmount_rootfs(&cwd.join("rootfs"));
     let mut resp = DeleteResponse::new();
     resp.exit_status = 128 + libc::SIGKILL as u32;
@@ -164,7 +168,7 @@ pub fn delete(flags: &Flags) -> i32 {
 /// returns at once: that shim takes the container.
 pub async fn serve(flags: &Flags) -> Result<(), String> {
     crate::logging::init(flags.debug, &flags.namespace, &flags.id);
-    let path = flags.socket.strip_prefix("unix://").unwrap_or(&flags.socket);
+    let path = socket_path(&flags.socket);
     if Path::new(path).exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             tracing::debug!(socket = path, "the group's shim is already serving");

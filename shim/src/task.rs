@@ -143,8 +143,8 @@ impl Task for TaskService {
             rootfs: &req.rootfs,
             terminal: req.terminal,
             stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
-            native_root: crate::container::native_root(&self.0.containerd, &self.0.namespace),
-            containerd: std::path::Path::new(self.0.containerd.strip_prefix("unix://").unwrap_or(&self.0.containerd)),
+            native_root: berth_host::native::state_root_for(&self.0.containerd, &self.0.namespace),
+            containerd: std::path::Path::new(crate::service::socket_path(&self.0.containerd)),
             namespace: &self.0.namespace,
         };
         let c = Container::create(&runtime, create).await.map_err(|e| {

@@ -94,6 +94,16 @@ impl Env {
         berth_host::native::state_root_for(self.c.socket().to_str().unwrap(), "berth-test")
     }
 
+    /// Waits (10 s at most) until no shim serves this containerd: each
+    /// exits with its last container.
+    fn wait_no_shims(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.shims().is_empty() {
+            assert!(Instant::now() < deadline, "shims outlived their last container: {:?}", self.shims());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// berth shim processes serving this containerd.
     fn shims(&self) -> Vec<u32> {
         self.c.shim_pids("containerd-shim-berth-v1")
@@ -128,11 +138,7 @@ fn runs_hello_with_output_args_env_and_exit_codes() {
     let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(!o.status.success() && all.contains("terminals (-t) are not supported"), "{}", text(&o));
     // Nothing is left: no tasks, the shim gone.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.shims().is_empty() {
-        assert!(Instant::now() < deadline, "shims still running: {:?}", env.shims());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    env.wait_no_shims();
 }
 
 #[test]
@@ -212,11 +218,7 @@ fn fifty_grouped_containers_share_one_shim() {
         assert!(env.ctr(&["task", "rm", &id]).status.success());
         assert!(env.ctr(&["container", "rm", &id]).status.success());
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.shims().is_empty() {
-        assert!(Instant::now() < deadline, "the shim outlived its last container: {:?}", env.shims());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    env.wait_no_shims();
     // Without a group, each container gets its own shim.
     for id in ["solo1", "solo2"] {
         assert!(env.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "example.com/sleep:1", id]).status.success());
@@ -399,7 +401,7 @@ fn free_port() -> u16 {
 
 /// `curl` of a URL: (status, body); status "000" when nothing answered.
 fn curl(url: &str) -> (String, String) {
-    let o = Command::new("curl").args(["-s", "-m", "20", "-w", "\n%{http_code}", url]).output().expect("curl");
+    let o = Command::new("curl").args(["-s", "-m", "20", "-w", "\n%{http_code}", url]).output().expect("running curl (apt-get install -y curl)");
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let (body, code) = out.rsplit_once('\n').unwrap_or(("", ""));
     (code.to_string(), body.to_string())
@@ -586,11 +588,7 @@ fn native_busybox_containers_run_through_berth() {
     assert!(env.ctr(&["task", "kill", "bb6"]).status.success());
     assert_eq!(child.wait_with_output().unwrap().status.code(), Some(43));
     // Nothing is left behind: no shim, no state.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.shims().is_empty() {
-        assert!(Instant::now() < deadline, "shims still running: {:?}", env.shims());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    env.wait_no_shims();
     let state = env.native_state();
     let left: Vec<_> = std::fs::read_dir(&state).map(|d| d.flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().starts_with("bb")).collect()).unwrap_or_default();
     assert!(left.is_empty(), "native state left: {left:?}");
@@ -733,11 +731,7 @@ fn wasm_artifacts_run_from_containerds_content_store() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("/missing.wasm") && !err.contains("artifact"), "{}", text(&o));
     // Nothing is left.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.shims().is_empty() {
-        assert!(Instant::now() < deadline, "shims still running: {:?}", env.shims());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    env.wait_no_shims();
 }
 
 #[test]

@@ -99,6 +99,7 @@ fn parse_bool(v: &str) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn http_serving_limits_are_read_and_bad_ones_named() {
@@ -113,7 +114,6 @@ mod tests {
         let e = http_max_body(&ann(HTTP_MAX_BODY, "lots")).unwrap_err().to_string();
         assert!(e.contains(HTTP_MAX_BODY) && e.contains("lots"), "{e}");
     }
-    use super::*;
 
     #[test]
     fn reads_annotations() {

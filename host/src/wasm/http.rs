@@ -227,7 +227,7 @@ impl HttpService {
                 Ok(Err(code)) => Err((500, format!("request {id}: the handler answered with an error: {code:?}"))),
                 Err(_) => match (&mut task.0).await {
                     Ok(Ok(())) => Err((500, format!("request {id}: the handler returned without a response"))),
-                    Ok(Err(e)) if e.chain().any(|c| c.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some()) => {
+                    Ok(Err(e)) if super::run::pool_full(&e).is_some() => {
                         Err((503, format!("request {id}: no room for another instance ({e}); retry later, or lower berth.dev/http-max-concurrency or raise BERTH_SHIM_MAX_GUESTS")))
                     }
                     Ok(Err(e)) if interrupt.reason().is_some() => Err((504, format!("request {id}: the handler ran past the {} limit: {}", humantime::format_duration(timeout), e.root_cause()))),

@@ -178,19 +178,14 @@ pub fn load(
         }
     }
     let t = Instant::now();
-    let from_child = match engine.compile_in_child.then(|| compile_in_child(engine, kind, &wasm)) {
-        Some(Ok(Ok(compiled))) => Some(compiled),
+    let (compiled, in_child) = match engine.compile_in_child.then(|| compile_in_child(engine, kind, &wasm)) {
+        Some(Ok(Ok(compiled))) => (compiled, true),
         Some(Ok(Err(reason))) => return Err(LoadError::Invalid { name: name.to_string(), reason }),
         Some(Err(err)) => {
             tracing::warn!(module = name, error = %err, "the compiler process failed; compiling here");
-            None
+            (compile(engine, name, kind, &wasm)?, false)
         }
-        None => None,
-    };
-    let in_child = from_child.is_some();
-    let compiled = match from_child {
-        Some(c) => c,
-        None => compile(engine, name, kind, &wasm)?,
+        None => (compile(engine, name, kind, &wasm)?, false),
     };
     tracing::info!(module = name, kind = ?kind, millis = t.elapsed().as_millis() as u64, in_child, "compiled (precompile cache miss)");
     // SAFETY: `compiled` was produced a moment ago by this engine, or by

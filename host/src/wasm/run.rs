@@ -43,7 +43,7 @@ pub enum RunError {
 }
 
 /// The pool limit `e` ran into, if it is one.
-fn pool_full(e: &wasmtime::Error) -> Option<RunError> {
+pub(super) fn pool_full(e: &wasmtime::Error) -> Option<RunError> {
     let limit = e.chain().find_map(|c| c.downcast_ref::<wasmtime::PoolConcurrencyLimitError>())?;
     Some(RunError::PoolFull { reason: limit.to_string() })
 }
@@ -286,10 +286,13 @@ async fn supervise(
         }
     };
     tokio::select! {
-        r = call => match r? {
+        r = call => {
+            let r = r?;
             // No fiber stack was left for the call: not the guest's doing.
-            Err(e) if pool_full(&e).is_some() => Err(pool_full(&e).expect("checked")),
-            r => Ok(classify(r)),
+            match r.as_ref().err().and_then(pool_full) {
+                Some(full) => Err(full),
+                None => Ok(classify(r)),
+            }
         },
         reason = interrupt.triggered() => Ok(Exit::Stopped(reason)),
         () = timer => {

@@ -333,9 +333,7 @@ impl Ingest<'_> {
         // the next `berth image rm`, which collects everything unreachable.
         Ok(())
     }
-}
 
-impl Ingest<'_> {
     /// Moves staged blobs into the store without naming an image (content
     /// another tool names, such as containerd's). Like every blob no image
     /// names, they go at the next `berth image rm`.
