@@ -32,6 +32,10 @@ pub struct RunPlan {
     pub http_max_concurrency: Option<usize>,
     /// Largest request body served (`None`: the server's default).
     pub http_max_body: Option<u64>,
+    /// Connections served at once (`None`: the server's default).
+    pub http_max_connections: Option<usize>,
+    /// Time a client has to send a request's head (`None`: the server's default).
+    pub http_header_timeout: Option<std::time::Duration>,
     /// The network namespace (a path, e.g. a pod's `/var/run/netns/...`)
     /// the guest's listening sockets live in; `None`: berth's own.
     pub net_namespace: Option<PathBuf>,

@@ -1,56 +1,9 @@
 //! `berth serve` end to end on loopback: responses, per-request isolation
 //! of traps and timeouts, many keep-alive clients, and draining on SIGTERM.
 mod common;
+use common::server::{curl, Server};
 use common::{guests, Berth};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(b: &Berth, extra: &[&str]) -> Server {
-        let mut cmd = b.cmd();
-        cmd.args(["serve", guests::HTTP_HELLO_P2, "--addr", "127.0.0.1:0"]).args(extra);
-        Server::spawn(cmd)
-    }
-
-    /// Runs `cmd` (a berth that serves) and waits until it listens.
-    fn spawn(mut cmd: Command) -> Server {
-        let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let port = loop {
-            let line = lines.next().expect("berth serve exited before listening").unwrap();
-            if let Some(rest) = line.strip_prefix("berth: serving on http://127.0.0.1:") {
-                break rest.trim_end_matches('/').parse().unwrap();
-            }
-        };
-        // Keep draining stderr so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, port }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `curl` (status and body) of one request.
-fn curl(args: &[&str]) -> (String, String) {
-    let o = Command::new("curl").args(["-s", "-m", "20", "-w", "\n%{http_code}"]).args(args).output().expect("curl");
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", ""));
-    (code.to_string(), body.to_string())
-}
+use std::process::{Command, Stdio};
 
 #[test]
 fn serves_requests_and_isolates_traps_and_timeouts() {

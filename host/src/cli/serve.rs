@@ -28,6 +28,12 @@ pub struct ServeArgs {
     /// Requests that may wait for a slot; past that the answer is 503 with Retry-After.
     #[arg(long, default_value_t = 1024)]
     max_queue: usize,
+    /// Connections kept open at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// How long a client may take to send a request's head; slower ones (and idle keep-alive connections) are closed.
+    #[arg(long, default_value = "10s")]
+    header_timeout: String,
     /// Largest request body (by Content-Length) accepted; larger gets 413.
     #[arg(long, value_name = "SIZE", default_value = "16MiB")]
     max_body_size: String,
@@ -46,9 +52,16 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<i32> {
-    let timeout = annotations::parse_duration(&args.request_timeout).with_context(|| format!("--request-timeout {:?}", args.request_timeout))?;
-    let grace = annotations::parse_duration(&args.grace).with_context(|| format!("--grace {:?}", args.grace))?;
-    let limits = Limits { slots: args.max_concurrency.max(1), queue: args.max_queue, max_body: parse_size(&args.max_body_size).context("--max-body-size")? };
+    let timeout = duration_flag("--request-timeout", &args.request_timeout)?;
+    let grace = duration_flag("--grace", &args.grace)?;
+    let header_timeout = duration_flag("--header-timeout", &args.header_timeout)?;
+    let limits = Limits {
+        slots: args.max_concurrency.max(1),
+        queue: args.max_queue,
+        max_body: parse_size(&args.max_body_size).context("--max-body-size")?,
+        max_connections: args.max_connections.max(1),
+        header_timeout,
+    };
     let mut plan = RunPlan {
         name: args.component.display().to_string(),
         entrypoint: Entrypoint { source: ModuleSource::File(args.component.clone()), export: None },
@@ -68,6 +81,10 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
     let prepared = runtime.prepare(&plan)?;
     let service = Arc::new(HttpService::new(runtime, &prepared, &plan)?);
     serve_until_signalled(service, args.addr, None, limits, grace)
+}
+
+fn duration_flag(flag: &str, v: &str) -> Result<Duration> {
+    annotations::parse_duration(v).with_context(|| format!("{flag} {v:?} is not a positive duration; use e.g. 10s, 500ms or 2m"))
 }
 
 /// Serves until SIGTERM or SIGINT, then drains for at most `grace`.

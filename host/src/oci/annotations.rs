@@ -13,6 +13,10 @@ pub const HTTP_OUTBOUND: &str = "berth.dev/http-outbound";
 pub const HTTP_MAX_CONCURRENCY: &str = "berth.dev/http-max-concurrency";
 /// Largest request body a served component is given (larger: 413).
 pub const HTTP_MAX_BODY: &str = "berth.dev/http-max-body";
+/// Connections a served component keeps open at once (more wait to be accepted).
+pub const HTTP_MAX_CONNECTIONS: &str = "berth.dev/http-max-connections";
+/// How long a client may take to send a request's head (then: closed).
+pub const HTTP_HEADER_TIMEOUT: &str = "berth.dev/http-header-timeout";
 /// The guest environment variable that sets where a wasi:http guest is served.
 pub const HTTP_ADDR_ENV: &str = "BERTH_HTTP_ADDR";
 /// Where wasi:http guests are served when nothing says otherwise.
@@ -36,10 +40,27 @@ pub enum AnnotationError {
 
 /// Reads `berth.dev/http-max-concurrency`.
 pub fn http_max_concurrency(a: &HashMap<String, String>) -> Result<Option<usize>, AnnotationError> {
-    const MAX: usize = 100_000;
-    a.get(HTTP_MAX_CONCURRENCY)
-        .map(|v| v.trim().parse::<usize>().ok().filter(|n| (1..=MAX).contains(n)).ok_or_else(|| AnnotationError::Count { key: HTTP_MAX_CONCURRENCY, value: v.clone(), max: MAX }))
+    count(a, HTTP_MAX_CONCURRENCY, 100_000)
+}
+
+/// Reads `berth.dev/http-max-connections`.
+pub fn http_max_connections(a: &HashMap<String, String>) -> Result<Option<usize>, AnnotationError> {
+    count(a, HTTP_MAX_CONNECTIONS, 1_000_000)
+}
+
+/// Reads `berth.dev/http-header-timeout`.
+pub fn http_header_timeout(a: &HashMap<String, String>) -> Result<Option<Duration>, AnnotationError> {
+    duration(a, HTTP_HEADER_TIMEOUT)
+}
+
+fn count(a: &HashMap<String, String>, key: &'static str, max: usize) -> Result<Option<usize>, AnnotationError> {
+    a.get(key)
+        .map(|v| v.trim().parse::<usize>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| AnnotationError::Count { key, value: v.clone(), max }))
         .transpose()
+}
+
+fn duration(a: &HashMap<String, String>, key: &'static str) -> Result<Option<Duration>, AnnotationError> {
+    a.get(key).map(|v| parse_duration(v).ok_or_else(|| AnnotationError::Duration { key, value: v.clone() })).transpose()
 }
 
 /// Reads `berth.dev/http-max-body` (a size: `1048576`, `512KiB`, `16MiB`).
@@ -65,9 +86,7 @@ pub fn net_policy(a: &HashMap<String, String>) -> Result<NetPolicy, AnnotationEr
 
 /// Reads `berth.dev/timeout`.
 pub fn timeout(a: &HashMap<String, String>) -> Result<Option<Duration>, AnnotationError> {
-    a.get(TIMEOUT)
-        .map(|v| parse_duration(v).ok_or_else(|| AnnotationError::Duration { key: TIMEOUT, value: v.clone() }))
-        .transpose()
+    duration(a, TIMEOUT)
 }
 
 /// Where a wasi:http guest is served: the process's `BERTH_HTTP_ADDR`,
@@ -113,6 +132,12 @@ mod tests {
         assert_eq!(http_max_body(&ann(HTTP_MAX_BODY, "512KiB")).unwrap(), Some(512 << 10));
         let e = http_max_body(&ann(HTTP_MAX_BODY, "lots")).unwrap_err().to_string();
         assert!(e.contains(HTTP_MAX_BODY) && e.contains("lots"), "{e}");
+        assert_eq!(http_max_connections(&ann(HTTP_MAX_CONNECTIONS, "100")).unwrap(), Some(100));
+        let e = http_max_connections(&ann(HTTP_MAX_CONNECTIONS, "0")).unwrap_err().to_string();
+        assert!(e.contains(HTTP_MAX_CONNECTIONS), "{e}");
+        assert_eq!(http_header_timeout(&ann(HTTP_HEADER_TIMEOUT, "2s")).unwrap(), Some(Duration::from_secs(2)));
+        let e = http_header_timeout(&ann(HTTP_HEADER_TIMEOUT, "0s")).unwrap_err().to_string();
+        assert!(e.contains(HTTP_HEADER_TIMEOUT) && e.contains("positive duration"), "{e}");
     }
 
     #[test]

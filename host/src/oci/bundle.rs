@@ -119,6 +119,8 @@ pub fn plan_with_module(bundle: &Path, spec: &Spec, module: Option<ModuleSource>
     let http_listen = annotations::http_listen(ann, &env).map_err(ann_err)?;
     let http_max_concurrency = annotations::http_max_concurrency(ann).map_err(ann_err)?;
     let http_max_body = annotations::http_max_body(ann).map_err(ann_err)?;
+    let http_max_connections = annotations::http_max_connections(ann).map_err(ann_err)?;
+    let http_header_timeout = annotations::http_header_timeout(ann).map_err(ann_err)?;
     if let Some(list) = ann.get(annotations::HTTP_OUTBOUND) {
         crate::caps::http::HttpOrigin::parse_list(list, &mut http_outbound).map_err(|e| invalid(format!("annotation berth.dev/http-outbound: {e}")))?;
     }
@@ -163,6 +165,8 @@ pub fn plan_with_module(bundle: &Path, spec: &Spec, module: Option<ModuleSource>
         http_listen,
         http_max_concurrency,
         http_max_body,
+        http_max_connections,
+        http_header_timeout,
         net_namespace,
     })
 }

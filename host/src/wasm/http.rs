@@ -169,15 +169,17 @@ impl HttpService {
         Ok(wasi.build())
     }
 
-    /// Answers one request with a fresh instance.
-    pub async fn handle<B>(&self, req: hyper::Request<B>) -> Resp
+    /// Answers one request with a fresh instance. `hold` (a concurrency
+    /// slot) is kept for as long as that instance lives: past the response
+    /// head, while the guest still writes the body.
+    pub async fn handle<B>(&self, req: hyper::Request<B>, hold: impl Send + 'static) -> Resp
     where
         B: hyper::body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
     {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let (method, path) = (req.method().clone(), req.uri().path().to_string());
-        let resp = match self.call(id, req).await {
+        let resp = match self.call(id, req, hold).await {
             Ok(r) => r,
             Err((status, msg)) => text(status, format!("{msg}\n")),
         };
@@ -185,7 +187,7 @@ impl HttpService {
         resp
     }
 
-    async fn call<B>(&self, id: u64, req: hyper::Request<B>) -> Result<Resp, (u16, String)>
+    async fn call<B>(&self, id: u64, req: hyper::Request<B>, hold: impl Send + 'static) -> Result<Resp, (u16, String)>
     where
         B: hyper::body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
     {
@@ -206,6 +208,7 @@ impl HttpService {
         let pre = self.pre.clone();
         let meter = self.meter.clone();
         let mut task = AbortOnDrop::new(tokio::spawn(async move {
+            let _hold = hold;
             let handle = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await

@@ -6,6 +6,8 @@ use std::process::{Command, Output, Stdio};
 #[allow(unused_imports)]
 pub use berth_tests::guests;
 
+pub mod server;
+
 /// A `berth` invocation with its own state root, so tests never share or
 /// touch a real cache.
 pub struct Berth {
