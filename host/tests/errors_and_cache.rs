@@ -87,11 +87,7 @@ fn berth_compile_fills_the_cache() {
 fn corrupt_cache_entry_is_recompiled() {
     let b = Berth::new();
     b.run(&["compile", guests::HELLO_P1]).expect_code(0);
-    let entries: Vec<_> = std::fs::read_dir(b.cache_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
-        .collect();
+    let entries = entries(&b);
     assert_eq!(entries.len(), 1);
     // flip bytes in the middle of the machine code
     let mut bytes = std::fs::read(&entries[0]).unwrap();
@@ -152,4 +148,45 @@ fn compiling_precompiled_code_says_so() {
     b.run(&["compile", cwasm.to_str().unwrap(), "-o", again.to_str().unwrap()])
         .expect_berth_error(&["hello.cwasm", "precompiled wasmtime code", "--allow-precompiled"]);
     assert!(!again.exists());
+}
+
+/// The `.cwasm` entries in `b`'s cache.
+fn entries(b: &Berth) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(b.cache_dir()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "cwasm")).collect()
+}
+
+#[test]
+fn code_planted_in_a_cache_others_can_write_is_not_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let b = Berth::new();
+    b.run(&["compile", guests::HELLO_P1]).expect_code(0);
+    let hello = entries(&b).pop().unwrap();
+    b.run(&["compile", guests::ARGS_ENV_P1]).expect_code(0);
+    let other = entries(&b).into_iter().find(|p| *p != hello).unwrap();
+    // Another user, given a cache others can write, plants the other
+    // module's code (with its matching sidecar) under hello's name.
+    std::fs::set_permissions(b.cache_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::copy(&other, &hello).unwrap();
+    std::fs::copy(other.with_extension("sha256"), hello.with_extension("sha256")).unwrap();
+    let run = b.run(&["run", guests::HELLO_P1]);
+    assert_eq!(run.expect_code(0).stdout, "hello from a berth guest (p1 module)\n", "planted code ran");
+    assert!(run.stderr.contains("precompile cache not used") && run.stderr.contains("chmod go-w"), "{}", run.stderr);
+}
+
+#[test]
+fn a_state_root_under_another_users_directory_gets_no_cache() {
+    let t = tempfile::tempdir().unwrap();
+    // As a /tmp/.local made first by someone else would be (HOME unset).
+    let theirs = t.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).unwrap();
+    let root = theirs.join("berth");
+    let run = |args: &[&str]| {
+        common::Out::from(Berth::new().cmd().env("BERTH_ROOT", &root).env("BERTH_LOG", "berth_host=debug").args(args).output().unwrap())
+    };
+    run(&["run", guests::HELLO_P1]).expect_code(0);
+    let second = run(&["run", guests::HELLO_P1]);
+    assert_eq!(second.expect_code(0).stdout, "hello from a berth guest (p1 module)\n");
+    assert!(!second.stderr.contains("loaded precompiled code from cache"), "{}", second.stderr);
+    assert!(second.stderr.contains("uid 4242") && second.stderr.contains("chown"), "{}", second.stderr);
 }

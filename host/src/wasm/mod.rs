@@ -19,6 +19,7 @@ pub mod limits;
 pub mod load;
 pub mod run;
 pub mod server;
+mod trust;
 mod wasi;
 pub mod worker;
 
