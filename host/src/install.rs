@@ -7,12 +7,20 @@
 //! `plugins."io.containerd.cri.v1.runtime".containerd.runtimes.berth`.
 //! CRI is told to pass `berth.dev/*` pod and container annotations on, so
 //! grants made in a pod spec reach the shim.
+//!
+//! A `runtimes` table in the file replaces containerd's built-in one (which
+//! holds just `runc`), so when the default runtime (`default_runtime_name`,
+//! `runc` unless set) has no entry of its own, berth writes containerd's
+//! built-in entry for it beside berth's: every runtime that worked before
+//! the install still works after it.
 use toml_edit::{value, Array, DocumentMut, Item, Table};
 
 /// The runtime type berth registers.
 pub const RUNTIME_TYPE: &str = "io.containerd.berth.v1";
 /// The runtime name under `runtimes` (the RuntimeClass handler).
 pub const RUNTIME_NAME: &str = "berth";
+/// containerd's built-in default runtime: its name and type.
+const DEFAULT_RUNTIME: (&str, &str) = ("runc", "io.containerd.runc.v2");
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -22,6 +30,8 @@ pub enum InstallError {
     Version { path: String, version: i64 },
     #[error("{path}: {key} is not a table; fix it by hand, then run the install again")]
     NotATable { path: String, key: String },
+    #[error("{path}: the default runtime {name:?} (default_runtime_name) has no entry under {key}; containerd's CRI plugin cannot load this config, with or without berth: add that runtime's entry or set default_runtime_name to one that exists, then run the install again")]
+    NoDefaultRuntime { path: String, key: String, name: String },
 }
 
 /// What an install did to the config text.
@@ -45,17 +55,19 @@ pub fn add_runtime(path: &str, text: &str) -> Result<Edit, InstallError> {
         3 => "io.containerd.cri.v1.runtime",
         v => return Err(InstallError::Version { path: path.into(), version: v }),
     };
-    let mut table = doc.as_table_mut();
-    let mut key = String::new();
-    for part in ["plugins", plugin, "containerd", "runtimes", RUNTIME_NAME] {
-        key = if key.is_empty() { part.to_string() } else { format!("{key}.{part}") };
-        let entry = table.entry(part).or_insert_with(|| {
-            let mut t = Table::new();
-            t.set_implicit(true);
-            Item::Table(t)
-        });
-        table = entry.as_table_mut().ok_or_else(|| InstallError::NotATable { path: path.into(), key: key.clone() })?;
+    let runtimes_key = format!("plugins.\"{plugin}\".containerd.runtimes");
+    let containerd = table_at(doc.as_table_mut(), &["plugins", plugin, "containerd"], path)?;
+    let default_name = containerd.get("default_runtime_name").and_then(Item::as_str).unwrap_or(DEFAULT_RUNTIME.0).to_string();
+    let runtimes = table_at(containerd, &["runtimes"], path).map_err(|_| InstallError::NotATable { path: path.into(), key: runtimes_key.clone() })?;
+    if !runtimes.contains_key(&default_name) {
+        if default_name != DEFAULT_RUNTIME.0 {
+            return Err(InstallError::NoDefaultRuntime { path: path.into(), key: runtimes_key, name: default_name });
+        }
+        let mut runc = Table::new();
+        runc["runtime_type"] = value(DEFAULT_RUNTIME.1);
+        runtimes.insert(DEFAULT_RUNTIME.0, Item::Table(runc));
     }
+    let table = table_at(runtimes, &[RUNTIME_NAME], path).map_err(|_| InstallError::NotATable { path: path.into(), key: format!("{runtimes_key}.{RUNTIME_NAME}") })?;
     table.set_implicit(false);
     table["runtime_type"] = value(RUNTIME_TYPE);
     for k in ["pod_annotations", "container_annotations"] {
@@ -67,6 +79,22 @@ pub fn add_runtime(path: &str, text: &str) -> Result<Edit, InstallError> {
     }
     let new_text = doc.to_string();
     Ok(Edit { version, changed: new_text != text, new_text })
+}
+
+/// The table at `keys` under `table`, made (implicit, so that it is written
+/// only when it holds something) where missing.
+fn table_at<'a>(mut table: &'a mut Table, keys: &[&str], path: &str) -> Result<&'a mut Table, InstallError> {
+    let mut key = String::new();
+    for part in keys {
+        key = if key.is_empty() { part.to_string() } else { format!("{key}.{part}") };
+        let entry = table.entry(part).or_insert_with(|| {
+            let mut t = Table::new();
+            t.set_implicit(true);
+            Item::Table(t)
+        });
+        table = entry.as_table_mut().ok_or_else(|| InstallError::NotATable { path: path.into(), key: key.clone() })?;
+    }
+    Ok(table)
 }
 
 /// A unified diff of the edit, for `--dry-run`.
@@ -113,6 +141,41 @@ root = "/var/lib/containerd"
         assert_eq!(b["runtime_type"].as_str(), Some(RUNTIME_TYPE));
         let pods: Vec<&str> = b["pod_annotations"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
         assert_eq!(pods, ["x/*", "berth.dev/*"]);
+    }
+
+    /// Debian's stock /etc/containerd/config.toml, less its comments.
+    const DEBIAN_STOCK: &str = "version = 2\n[plugins]\n  [plugins.\"io.containerd.grpc.v1.cri\"]\n    [plugins.\"io.containerd.grpc.v1.cri\".cni]\n      bin_dir = \"/usr/lib/cni\"\n      conf_dir = \"/etc/cni/net.d\"\n  [plugins.\"io.containerd.internal.v1.opt\"]\n    path = \"/var/lib/containerd/opt\"\n";
+
+    fn runtimes(text: &str, plugin: &str) -> Vec<(String, String)> {
+        let doc: DocumentMut = text.parse().unwrap();
+        let rt = doc["plugins"][plugin]["containerd"]["runtimes"].as_table().unwrap();
+        rt.iter().map(|(k, v)| (k.to_string(), v["runtime_type"].as_str().unwrap_or("").to_string())).collect()
+    }
+
+    #[test]
+    fn a_config_without_runtimes_keeps_containerds_default_runc() {
+        let e = add_runtime("c.toml", DEBIAN_STOCK).unwrap();
+        let rt = runtimes(&e.new_text, "io.containerd.grpc.v1.cri");
+        assert_eq!(rt, [("runc".to_string(), "io.containerd.runc.v2".to_string()), ("berth".to_string(), RUNTIME_TYPE.to_string())], "{}", e.new_text);
+        assert!(e.new_text.contains("bin_dir = \"/usr/lib/cni\""));
+        let again = add_runtime("c.toml", &e.new_text).unwrap();
+        assert!(!again.changed, "{}", diff("c.toml", &e.new_text, &again.new_text));
+        // Schema 3 (containerd 2.x), and an empty file.
+        let e = add_runtime("c.toml", "version = 3\n").unwrap();
+        assert_eq!(runtimes(&e.new_text, "io.containerd.cri.v1.runtime").len(), 2, "{}", e.new_text);
+        let e = add_runtime("c.toml", "").unwrap();
+        assert_eq!(runtimes(&e.new_text, "io.containerd.grpc.v1.cri")[0].0, "runc");
+    }
+
+    #[test]
+    fn another_default_runtime_is_kept_and_a_missing_one_named() {
+        let crun = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"crun\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.crun]\nruntime_type = \"io.containerd.runc.v2\"\n";
+        let e = add_runtime("c.toml", crun).unwrap();
+        let names: Vec<String> = runtimes(&e.new_text, "io.containerd.grpc.v1.cri").into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["crun", "berth"]);
+        let broken = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"crun\"\n";
+        let err = add_runtime("c.toml", broken).unwrap_err().to_string();
+        assert!(err.contains("\"crun\"") && err.contains("default_runtime_name"), "{err}");
     }
 
     #[test]

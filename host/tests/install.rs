@@ -43,3 +43,35 @@ fn adds_the_runtime_once_keeps_a_backup_and_containerd_accepts_it() {
     b.run(&["install", "containerd", "--config", c]).expect_berth_error(&["schema version 1", "containerd config migrate"]);
     assert_eq!(std::fs::read_to_string(&config).unwrap(), "root = \"/x\"\n");
 }
+
+/// Debian's stock /etc/containerd/config.toml (its tables; comments
+/// dropped), with the opt plugin's path moved into `p`.
+fn debian_stock_tables(p: &std::path::Path) -> String {
+    format!(
+        "[plugins]\n  [plugins.\"io.containerd.grpc.v1.cri\"]\n    [plugins.\"io.containerd.grpc.v1.cri\".cni]\n      bin_dir = \"/usr/lib/cni\"\n      conf_dir = \"/etc/cni/net.d\"\n  [plugins.\"io.containerd.internal.v1.opt\"]\n    path = \"{}/opt\"\n",
+        p.display()
+    )
+}
+
+/// The status containerd gives its CRI plugin in `ctr plugins ls` (`ok`,
+/// `error`, ...).
+fn cri_status(c: &berth_tests::containerd::Containerd) -> String {
+    let o = c.ctr(&["plugins", "ls"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let row = out.lines().find(|l| l.split_whitespace().take(2).eq(["io.containerd.grpc.v1", "cri"])).unwrap_or_else(|| panic!("no CRI plugin row in:\n{out}"));
+    row.split_whitespace().last().unwrap().to_string()
+}
+
+#[test]
+fn containerds_cri_plugin_still_loads_after_an_install_on_debians_stock_config() {
+    use berth_tests::containerd::{private_config, Containerd};
+    let b = Berth::new();
+    let c = Containerd::start_configured(&[], &[], |p| {
+        let config = p.join("config.toml");
+        std::fs::write(&config, private_config(p, "", &debian_stock_tables(p))).unwrap();
+        b.run(&["install", "containerd", "--config", config.to_str().unwrap()]).expect_code(0);
+    });
+    assert_eq!(cri_status(&c), "ok", "containerd's log:\n{}", c.log());
+    let d = dump(&c.dir.path().join("config.toml"));
+    assert!(d.contains("runtime_type = \"io.containerd.runc.v2\"") && d.contains("runtime_type = \"io.containerd.berth.v1\""), "{d}");
+}

@@ -21,6 +21,27 @@ fn require(bin: &str) -> PathBuf {
     panic!("`{bin}` is not installed; the end-to-end tests need Debian's containerd and runc packages (`.ci/run` installs them: apt-get install -y containerd runc)");
 }
 
+/// A schema-2 config whose root, state and sockets all live in `p`: `top`
+/// adds top-level keys, `tables` sections of its own.
+pub fn private_config(p: &Path, top: &str, tables: &str) -> String {
+    format!(
+        r#"version = 2
+root = "{p}/root"
+state = "{p}/state"
+{top}
+[grpc]
+  address = "{p}/c.sock"
+[ttrpc]
+  address = "{p}/c.sock.ttrpc"
+[debug]
+  address = "{p}/debug.sock"
+[metrics]
+  address = ""
+{tables}"#,
+        p = p.display()
+    )
+}
+
 impl Containerd {
     /// Starts containerd and waits until it answers.
     pub fn start() -> Containerd {
@@ -30,28 +51,19 @@ impl Containerd {
     /// Starts containerd with `path_dirs` ahead of `PATH` (where it finds
     /// shims) and extra environment, which its shims inherit.
     pub fn start_with(path_dirs: &[&Path], env: &[(&str, &str)]) -> Containerd {
+        Self::start_configured(path_dirs, env, |p| {
+            let config = private_config(p, "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n", &format!("[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{}/opt\"\n", p.display()));
+            std::fs::write(p.join("config.toml"), config).unwrap();
+        })
+    }
+
+    /// Starts containerd on the `config.toml` that `write_config` writes
+    /// into the temp dir it is given (see [`private_config`]).
+    pub fn start_configured(path_dirs: &[&Path], env: &[(&str, &str)], write_config: impl FnOnce(&Path)) -> Containerd {
         require("ctr");
         let dir = tempfile::Builder::new().prefix("berth-ctrd-").tempdir_in("/tmp").unwrap();
         let p = dir.path();
-        let config = format!(
-            r#"version = 2
-root = "{p}/root"
-state = "{p}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{p}/c.sock"
-[ttrpc]
-  address = "{p}/c.sock.ttrpc"
-[debug]
-  address = "{p}/debug.sock"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{p}/opt"
-"#,
-            p = p.display()
-        );
-        std::fs::write(p.join("config.toml"), config).unwrap();
+        write_config(p);
         let mut path: Vec<String> = path_dirs.iter().map(|p| p.display().to_string()).collect();
         path.push(std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()));
         let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
