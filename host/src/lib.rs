@@ -12,5 +12,6 @@ pub mod native;
 pub mod oci;
 pub mod paths;
 pub mod plan;
+pub mod process;
 pub mod size;
 pub mod wasm;

@@ -6,6 +6,7 @@ use crate::exec::Exec;
 pub use crate::lifecycle::{timestamp, Exited, Status};
 use crate::lifecycle::Lifecycle;
 use berth_host::containerd;
+use berth_host::native::Usage;
 use berth_host::oci::entry::EntryError;
 use berth_host::oci::image::{build, store::Store};
 use berth_host::oci::{bundle, detect};
@@ -274,10 +275,13 @@ impl Container {
             let addr = plan.http_listen.unwrap_or_else(|| DEFAULT_HTTP_ADDR.parse().expect("default address"));
             let listener = server::bind(addr, plan.net_namespace.as_deref()).map_err(|e| CreateError::Listen { id: id.clone(), addr, reason: e.to_string() })?;
             tracing::info!(container_id = %id, pod_id = %pod, address = %addr, net_namespace = ?plan.net_namespace, "wasi:http component: served, an instance per request");
+            let default = server::Limits::default();
             let limits = server::Limits {
                 slots: plan.http_max_concurrency.unwrap_or(HTTP_SLOTS),
-                max_body: plan.http_max_body.unwrap_or(server::Limits::default().max_body),
-                ..Default::default()
+                max_body: plan.http_max_body.unwrap_or(default.max_body),
+                max_connections: plan.http_max_connections.unwrap_or(default.max_connections),
+                header_timeout: plan.http_header_timeout.unwrap_or(default.header_timeout),
+                ..default
             };
             Job::Serve { service: Arc::new(service), limits, listener: Mutex::new(Some(listener)), stop: watch::channel(0).0 }
         } else {
@@ -319,18 +323,17 @@ impl Container {
             let spawned = crate::exec::helper("wasm").and_then(|mut cmd| {
                 cmd.arg(&self.id).arg(&self.bundle).arg(module.as_deref().unwrap_or("-")).args(&self.stdio);
                 cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-                cmd.spawn().map_err(|e| format!("starting its worker: {e}"))
+                crate::reaper::spawn_watched(&mut cmd).map_err(|e| format!("starting its worker: {e}"))
             });
-            let child = match spawned {
-                Ok(c) => c.id() as i32,
+            let (child, exit) = match spawned {
+                Ok(c) => c,
                 Err(e) => {
                     self.life.unbegin();
                     return Err(format!("container {}: {e}", self.id));
                 }
             };
             *pid.lock().unwrap() = Some(child);
-            // The reaper waits for it (the Child handle is dropped unwaited).
-            self.wait_process(crate::reaper::watch(child), on_exit);
+            self.wait_process(exit, on_exit);
             return Ok(());
         }
         let c = self.clone();
@@ -387,14 +390,18 @@ impl Container {
     /// Memory in use (bytes) and CPU time used (ns): a wasm guest's linear
     /// memories and tables and its thread CPU time; a native container's
     /// cgroup figures.
-    pub fn usage(&self) -> (u64, u64) {
+    pub fn usage(&self) -> Usage {
         match &self.job {
             Job::Native { root, .. } => berth_host::native::usage(root, &self.id).unwrap_or_else(|e| {
                 tracing::debug!(container_id = %self.id, error = %e, "reading cgroup stats");
-                (0, 0)
+                Usage::default()
             }),
-            Job::Worker { pid, .. } => pid.lock().unwrap().map(process_usage).unwrap_or((0, 0)),
-            _ => (self.meter.memory_bytes(), self.meter.cpu_ns()),
+            Job::Worker { pid, .. } => pid.lock().unwrap().map(Usage::of_process).unwrap_or_default(),
+            _ => {
+                let cpu = self.meter.cpu_ns();
+                // Guests run on the shim's threads, in user mode.
+                Usage { memory: self.meter.memory_bytes(), cpu_ns: cpu, cpu_user_ns: cpu, ..Default::default() }
+            }
         }
     }
 
@@ -474,11 +481,17 @@ impl Container {
     /// processes, with `all`) gets the signal. Returns the exit when it
     /// is known here (a created container that ended).
     pub async fn kill(&self, signal: u32, all: bool) -> Result<Option<Exited>, String> {
-        if let Job::Native { root, exit, .. } = &self.job {
+        if let Job::Native { root, exit, pid, .. } = &self.job {
             if self.status() == Status::Stopped {
                 return Ok(None);
             }
-            berth_host::native::kill(root, &self.id, signal as i32, all).map_err(|e| e.to_string())?;
+            // Never once its process is reaped (its pid may be another's by
+            // then); every process of its cgroup is fine to signal.
+            let kill = || berth_host::native::kill(root, &self.id, signal as i32, all).map_err(|e| e.to_string());
+            match all {
+                true => kill()?,
+                false => crate::reaper::unreaped(*pid, kill).unwrap_or(Ok(()))?,
+            }
             // Running: the exit comes through `start`'s waiter. Created:
             // nobody waits yet, so wait here (the process waits for Start
             // with default signal actions: most signals end it).
@@ -593,18 +606,6 @@ impl Container {
 /// A stdio path from containerd; empty means none.
 fn fifo(path: &str) -> Option<PathBuf> {
     (!path.is_empty()).then(|| PathBuf::from(path))
-}
-
-/// Resident memory (bytes) and CPU time (ns) of a process, from /proc.
-fn process_usage(pid: i32) -> (u64, u64) {
-    // SAFETY: sysconf has no preconditions.
-    let (page, tick) = unsafe { (libc::sysconf(libc::_SC_PAGESIZE) as u64, libc::sysconf(libc::_SC_CLK_TCK) as u64) };
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok().and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok()).unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after "(comm) ": state is 0, utime 11, stime 12.
-    let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, r)| r.split(' ').collect()).unwrap_or_default();
-    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
-    (rss * page, ticks * 1_000_000_000 / tick.max(1))
 }
 
 /// Unmounts a container rootfs, recursively; a path not mounted is fine.

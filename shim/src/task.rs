@@ -291,10 +291,10 @@ impl Task for TaskService {
     async fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
         use containerd_shim_protos::cgroups::metrics::{CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics};
         let c = self.get(&req.id)?;
-        let (mem, cpu) = c.usage();
+        let u = c.usage();
         let m = Metrics {
-            memory: Some(MemoryStat { usage: Some(MemoryEntry { usage: mem, max: mem, ..Default::default() }).into(), rss: mem, ..Default::default() }).into(),
-            cpu: Some(CPUStat { usage: Some(CPUUsage { total: cpu, user: cpu, ..Default::default() }).into(), ..Default::default() }).into(),
+            memory: Some(MemoryStat { usage: Some(MemoryEntry { usage: u.memory, max: u.memory_max, limit: u.memory_limit, ..Default::default() }).into(), rss: u.memory, ..Default::default() }).into(),
+            cpu: Some(CPUStat { usage: Some(CPUUsage { total: u.cpu_ns, user: u.cpu_user_ns, kernel: u.cpu_kernel_ns, ..Default::default() }).into(), ..Default::default() }).into(),
             ..Default::default()
         };
         let any = containerd_shim::util::convert_to_any(Box::new(m)).map_err(|e| status(Code::INTERNAL, e.to_string()))?;

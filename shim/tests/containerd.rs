@@ -104,10 +104,40 @@ impl Env {
         }
     }
 
+    /// Waits (5 s at most) until no berth shim of this containerd has a
+    /// zombie child: the shim reaps every child it has.
+    fn wait_no_zombies(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let z = zombies_of(&self.shims());
+            if z.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "zombies left under the shim: {z:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// berth shim processes serving this containerd.
     fn shims(&self) -> Vec<u32> {
         self.c.shim_pids("containerd-shim-berth-v1")
     }
+}
+
+/// Zombie processes (pid and name) whose parent is one of `parents`.
+fn zombies_of(parents: &[u32]) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") ")) else { continue };
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ppid = f.get(1).and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
+        if f.first() == Some(&"Z") && parents.contains(&ppid) {
+            out.push((pid, name.to_string()));
+        }
+    }
+    out
 }
 
 fn text(o: &Output) -> String {
@@ -571,6 +601,11 @@ fn native_busybox_containers_run_through_berth() {
     assert!(cpu > 100_000_000 && mem > 100_000, "the cgroup saw the exec's work:\n{out}");
     let o = env.ctr(&["task", "exec", "--exec-id", "sh2", "bb7", "cat", "/proc/1/cmdline"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "sleep\x001000\x00", "pid 1 of the exec's pid namespace is the container's: {}", text(&o));
+    // An exec whose program does not exist fails, and leaves no zombie
+    // behind (the helper's half-made processes are reaped).
+    let o = env.ctr(&["task", "exec", "--exec-id", "nope", "bb7", "/no/such/program"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    env.wait_no_zombies();
     assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "bb7"]).status.success());
     env.wait_status("bb7", "STOPPED");
     assert!(env.ctr(&["task", "rm", "bb7"]).status.success());

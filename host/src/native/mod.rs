@@ -20,6 +20,9 @@ use libcontainer::syscall::syscall::SyscallType;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+pub mod usage;
+pub use usage::Usage;
+
 /// The argv[1] that makes berth's binaries (the shim, `berth`) the native
 /// helper.
 pub const HELPER_ARG: &str = "__berth-native";
@@ -69,7 +72,7 @@ fn read_only_self(exe: &std::ffi::CStr) -> std::io::Result<()> {
 
 /// Runs a helper command; the pid it made, or its one-line error.
 pub fn run_helper(mut cmd: std::process::Command) -> Result<i32, String> {
-    let out = cmd.output().map_err(|e| format!("running the native helper: {e}"))?;
+    let out = crate::process::output(&mut cmd).map_err(|e| format!("running the native helper: {e}"))?;
     match (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().parse::<i32>()) {
         (true, Ok(pid)) if pid > 0 => Ok(pid),
         _ => {
@@ -221,11 +224,16 @@ pub fn pids(state_root: &Path, id: &str) -> Result<Vec<i32>, NativeError> {
     Ok(pids.into_iter().map(|p| p.as_raw()).collect())
 }
 
-/// Memory in use (bytes) and CPU time used (ns), from the cgroup.
-pub fn usage(state_root: &Path, id: &str) -> Result<(u64, u64), NativeError> {
+/// What the container used, from its cgroup.
+pub fn usage(state_root: &Path, id: &str) -> Result<Usage, NativeError> {
+    use libcgroups::common::AnyCgroupManager;
     let m = cgroup(state_root, id)?;
+    let units = match &m {
+        AnyCgroupManager::V1(_) => usage::CpuUnits::V1 { ticks_per_second: usage::ticks_per_second() },
+        AnyCgroupManager::V2(_) | AnyCgroupManager::Systemd(_) => usage::CpuUnits::V2,
+    };
     let s = m.stats().map_err(|e| NativeError::Op { id: id.into(), what: "reading its cgroup stats", reason: e.to_string() })?;
-    Ok((s.memory.memory.usage, s.cpu.usage.usage_total))
+    Ok(Usage::from_cgroup(&s, units))
 }
 
 /// Runs another process (an OCI process JSON at `process`) in a running

@@ -212,9 +212,9 @@ fn compile_in_child(engine: &WasmEngine, kind: Kind, wasm: &[u8]) -> std::io::Re
         Kind::Component => "component",
     };
     cmd.args([kind, &engine.options.pool_instances.to_string(), &engine.options.max_memory_bytes.to_string()]);
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut child = crate::process::spawn_piped(cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()))?;
     // The child reads all of its input before it writes anything.
-    let written = child.stdin.take().expect("piped stdin").write_all(wasm);
+    let written = child.child.stdin.take().expect("piped stdin").write_all(wasm);
     let out = child.wait_with_output()?;
     written?;
     match out.status.code() {
