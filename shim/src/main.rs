@@ -5,6 +5,7 @@
 mod console;
 mod container;
 mod exec;
+mod info;
 mod lifecycle;
 mod logging;
 mod reaper;
@@ -27,8 +28,7 @@ fn main() {
         }
     };
     if flags.info {
-        eprintln!("containerd-shim-berth-v1: -info is not supported; the runtime is io.containerd.berth.v1");
-        std::process::exit(1);
+        std::process::exit(info::print());
     }
     let code = match flags.action.as_str() {
         "start" => service::start(flags),

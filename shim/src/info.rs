@@ -1,0 +1,62 @@
+//! `containerd-shim-berth-v1 -info`: the runtime's name, version and OCI
+//! features as a `containerd.types.RuntimeInfo` message on stdout, as
+//! containerd 2.x asks of its shims (and as containerd's runc shim answers).
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::types::introspection::{RuntimeInfo, RuntimeVersion};
+use oci_spec::runtime::{CgroupBuilder, FeaturesBuilder, LinuxFeatureBuilder, LinuxNamespaceType, SeccompBuilder};
+
+/// The type URL containerd gives OCI runtime features.
+const FEATURES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/features/Features";
+
+/// The features of native containers (youki's libcontainer) and what wasm
+/// containers add, as the OCI runtime spec's `features.md` describes them.
+fn features_json() -> Result<Vec<u8>, String> {
+    use LinuxNamespaceType::*;
+    let linux = LinuxFeatureBuilder::default()
+        .namespaces(vec![Mount, Cgroup, Uts, Ipc, User, Pid, Network, Time])
+        .cgroup(CgroupBuilder::default().v1(true).v2(true).systemd(false).build().map_err(|e| e.to_string())?)
+        .seccomp(SeccompBuilder::default().enabled(true).build().map_err(|e| e.to_string())?)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let hooks = ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"].map(String::from).to_vec();
+    let annotations: std::collections::HashMap<String, String> = [("io.containerd.berth.v1.wasm".to_string(), "WASI preview 1 modules, WASI preview 2 components, wasi:http/incoming-handler served over HTTP".to_string())].into();
+    let f = FeaturesBuilder::default()
+        .oci_version_min("1.0.0")
+        .oci_version_max(oci_spec::runtime::VERSION)
+        .hooks(hooks)
+        .linux(linux)
+        .annotations(annotations)
+        .build()
+        .map_err(|e| e.to_string())?;
+    serde_json::to_vec(&f).map_err(|e| e.to_string())
+}
+
+/// The RuntimeInfo message of this shim.
+pub fn runtime_info() -> Result<RuntimeInfo, String> {
+    let mut features = Any::new();
+    features.type_url = FEATURES_TYPE_URL.into();
+    features.value = features_json()?;
+    Ok(RuntimeInfo {
+        name: berth_host::install::RUNTIME_TYPE.into(),
+        version: Some(RuntimeVersion { version: env!("CARGO_PKG_VERSION").into(), ..Default::default() }).into(),
+        features: Some(features).into(),
+        ..Default::default()
+    })
+}
+
+/// Answers `-info`: containerd may send runtime options on stdin (berth
+/// takes none); the message goes to stdout. The exit status.
+pub fn print() -> i32 {
+    use std::io::{Read, Write};
+    let mut options = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut options);
+    let bytes = runtime_info().and_then(|i| i.write_to_bytes().map_err(|e| e.to_string()));
+    match bytes.and_then(|b| std::io::stdout().write_all(&b).and_then(|()| std::io::stdout().flush()).map_err(|e| e.to_string())) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("containerd-shim-berth-v1: -info: {e}");
+            1
+        }
+    }
+}
