@@ -7,6 +7,7 @@ pub use crate::lifecycle::{timestamp, Exited, Status};
 use crate::lifecycle::Lifecycle;
 use berth_host::containerd;
 use berth_host::native::Usage;
+use berth_host::wasm::netns::NetNamespace;
 use berth_host::oci::entry::EntryError;
 use berth_host::oci::image::{build, store::Store};
 use berth_host::oci::{bundle, detect};
@@ -41,6 +42,12 @@ pub enum CreateError {
     Artifact { id: String, missing: String, reason: String },
     #[error("{0}")]
     Native(String),
+    #[error("container {id}: {source}")]
+    Netns {
+        id: String,
+        #[source]
+        source: berth_host::wasm::netns::NetnsError,
+    },
     #[error("container {id}: {source}")]
     Load {
         id: String,
@@ -99,6 +106,9 @@ pub struct Container {
     stderr: Mutex<Option<std::fs::File>>,
     /// The pod (CRI sandbox id) the container belongs to, for logs.
     pub pod: String,
+    /// The runtime of the network namespace a guest run here joins (its
+    /// spec's, e.g. the pod's); `None`: the shim's own.
+    netns: Option<Arc<NetNamespace>>,
 }
 
 pub struct CreateRequest<'a> {
@@ -150,8 +160,8 @@ impl Container {
         };
         tracing::info!(container_id = %id, pod_id = %pod, runtime = ?kind.kind, reason = %kind.reason, "runtime chosen");
         let meter = Arc::new(Meter::default());
-        let job = match kind.kind {
-            detect::Kind::Native => Self::create_native(&req).await.map_err(undo)?,
+        let (job, netns) = match kind.kind {
+            detect::Kind::Native => (Self::create_native(&req).await.map_err(undo)?, None),
             detect::Kind::Wasm => Self::create_wasm(runtime, &req, &spec, &pod, module, &meter).await.map_err(undo)?,
         };
         // Guests run here report traps on their stderr; workers and native
@@ -172,6 +182,7 @@ impl Container {
             mounted,
             stderr: Mutex::new(stderr),
             pod,
+            netns,
         })
     }
 
@@ -231,7 +242,7 @@ impl Container {
         pod: &str,
         module: Option<ModuleSource>,
         meter: &Arc<Meter>,
-    ) -> Result<Job, CreateError> {
+    ) -> Result<(Job, Option<Arc<NetNamespace>>), CreateError> {
         let id = req.id.to_string();
         if req.terminal {
             return Err(CreateError::Terminal { id });
@@ -260,6 +271,12 @@ impl Container {
             .expect("compile task")
             .map_err(|source| CreateError::Load { id: id.clone(), source })?;
         let serves_http = http::is_http_handler(&prepared);
+        // Guests run here make their sockets in the spec's network
+        // namespace (a worker joins it itself).
+        let netns = match (&plan.net_namespace, &other_user) {
+            (Some(path), None) => Some(NetNamespace::get(path).map_err(|source| CreateError::Netns { id: id.clone(), source })?),
+            _ => None,
+        };
         let job = if let Some(u) = other_user {
             if serves_http {
                 return Err(CreateError::User { id: id.clone(), uid: u.uid, gid: u.gid });
@@ -289,7 +306,7 @@ impl Container {
             tracing::info!(container_id = %id, pod_id = %pod, module = %plan.entrypoint.source, cache_hit, "wasm container created");
             Job::Run { plan: Box::new(plan), prepared: Arc::new(prepared) }
         };
-        Ok(job)
+        Ok((job, netns))
     }
 
     pub fn status(&self) -> Status {
@@ -337,14 +354,26 @@ impl Container {
             return Ok(());
         }
         let c = self.clone();
-        tokio::spawn(async move {
-            let status = match &c.job {
+        let guest = async move {
+            match &c.job {
                 Job::Native { .. } | Job::Worker { .. } => unreachable!("started above"),
                 Job::Run { plan, prepared } => c.run(runtime, plan, prepared).await,
                 Job::Serve { service, limits, listener, stop } => {
                     let listener = listener.lock().unwrap().take();
                     c.serve(service.clone(), listener, *limits, stop).await
                 }
+            }
+        };
+        let (c, netns) = (self.clone(), self.netns.clone());
+        tokio::spawn(async move {
+            // A guest of a pod runs on its network namespace's runtime, so
+            // that every socket it makes is the pod's.
+            let status = match netns {
+                Some(ns) => ns.handle().spawn(guest).await.unwrap_or_else(|e| {
+                    tracing::error!(container_id = %c.id, pod_id = %c.pod, error = %e, "the guest's task failed");
+                    134
+                }),
+                None => guest.await,
             };
             let e = c.finish(status as u32);
             on_exit(e);

@@ -843,3 +843,58 @@ fn two_containerds_keep_native_containers_of_one_id_apart() {
         assert!(!env.native_state().join("same").exists());
     }
 }
+
+/// A loopback server on `port` answering every connection with `banner`,
+/// in the network namespace at `ns` (else the node's own).
+fn banner_server(ns: Option<&str>, port: u16, banner: &'static str) {
+    use std::io::{Read, Write};
+    let bind = move || std::net::TcpListener::bind(("127.0.0.1", port));
+    let l = match ns {
+        Some(ns) => berth_host::wasm::netns::within(Path::new(ns), bind).unwrap(),
+        None => bind().unwrap(),
+    };
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let _ = s.read(&mut [0u8; 64]);
+            let _ = s.write_all(banner.as_bytes());
+        }
+    });
+}
+
+#[test]
+fn a_pods_wasm_sockets_live_in_its_network_namespace() {
+    let env = Env::new(&[(guests::TCP_CLIENT_P2, "example.com/tcp-client:1"), (guests::WAT_SLEEP, "example.com/sleep:1")]);
+    let (pod1, pod2) = (NetNs::new("sock1"), NetNs::new("sock2"));
+    // The same port on the node's loopback and on each pod's.
+    let port = free_port();
+    banner_server(None, port, "node");
+    banner_server(Some(&pod1.path()), port, "pod1");
+    banner_server(Some(&pod2.path()), port, "pod2");
+    // A port where only the node listens.
+    let node_only = free_port();
+    banner_server(None, node_only, "node");
+    // One shim serves both pods (a group kept alive by a sleeping guest).
+    assert!(env.ctr(&["run", "-d", "--null-io", "--annotation", "berth.dev/group=socks", "--runtime", RUNTIME, "example.com/sleep:1", "keeper"]).status.success());
+    env.wait_status("keeper", "RUNNING");
+    let connect = |id: &str, ns: Option<&NetNs>, port: u16| {
+        let grant = format!("berth.dev/net-connect=127.0.0.1/32:{port}");
+        let target = format!("127.0.0.1:{port}");
+        let with_ns = ns.map(|n| format!("network:{}", n.path()));
+        let mut args = vec!["run", "--rm", "--runtime", RUNTIME, "--annotation", "berth.dev/group=socks", "--annotation", &grant];
+        if let Some(w) = &with_ns {
+            args.extend(["--with-ns", w]);
+        }
+        args.extend(["example.com/tcp-client:1", id, "/tcp-client.wasm", &target]);
+        let o = env.ctr(&args);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(connect("c1", Some(&pod1), port), "reply=pod1", "a guest of pod 1 reached another loopback");
+    assert_eq!(connect("c2", Some(&pod2), port), "reply=pod2", "a guest of pod 2 reached another loopback");
+    assert_eq!(connect("c3", None, port), "reply=node", "without a namespace, the shim's own is used");
+    let out = connect("c4", Some(&pod1), node_only);
+    assert!(out.starts_with("connect-error"), "a pod's guest reached a server on the node's loopback: {out}");
+    assert_eq!(env.shims().len(), 1, "one shim served both pods");
+    assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "keeper"]).status.success());
+    env.wait_status("keeper", "STOPPED");
+    assert!(env.ctr(&["task", "rm", "keeper"]).status.success());
+}

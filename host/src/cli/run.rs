@@ -73,6 +73,11 @@ pub fn run(args: RunArgs) -> Result<i32> {
         },
     };
     tracing::debug!(plan = ?plan, "run plan");
+    // A bundle that names a network namespace gets its guest's sockets
+    // there; berth has one thread yet, so every later one joins it too.
+    if let Some(ns) = &plan.net_namespace {
+        berth_host::wasm::netns::join_process(ns).context("the bundle's network namespace")?;
+    }
     let engine = WasmEngine::new(&EngineOptions::single())?;
     let cache = if args.no_cache { Cache::disabled() } else { Cache::new(berth_host::paths::cache_dir()) };
     let runtime = Runtime::new(engine, cache, max_module);

@@ -17,6 +17,7 @@ pub mod interrupt;
 pub mod invoke;
 pub mod limits;
 pub mod load;
+pub mod netns;
 pub mod run;
 pub mod server;
 mod trust;

@@ -158,25 +158,9 @@ impl Gate {
 pub fn bind(addr: std::net::SocketAddr, netns: Option<&std::path::Path>) -> std::io::Result<std::net::TcpListener> {
     let l = match netns {
         None => std::net::TcpListener::bind(addr)?,
-        Some(ns) => {
-            // A socket belongs to the namespace it was made in, whichever
-            // thread uses it later: make it on a short-lived thread that
-            // alone joins the namespace.
-            let ns = ns.to_path_buf();
-            std::thread::spawn(move || -> std::io::Result<std::net::TcpListener> {
-                use std::os::fd::AsRawFd;
-                let f = std::fs::File::open(&ns).map_err(|e| std::io::Error::new(e.kind(), format!("opening network namespace {}: {e}", ns.display())))?;
-                // SAFETY: setns on a valid fd changes only this thread's
-                // network namespace; the thread ends after the bind.
-                if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    let e = std::io::Error::last_os_error();
-                    return Err(std::io::Error::new(e.kind(), format!("joining network namespace {}: {e}", ns.display())));
-                }
-                std::net::TcpListener::bind(addr)
-            })
-            .join()
-            .map_err(|_| std::io::Error::other("the namespace thread panicked"))??
-        }
+        // A socket belongs to the namespace it was made in, whichever
+        // thread uses it later.
+        Some(ns) => super::netns::within(ns, move || std::net::TcpListener::bind(addr))?,
     };
     l.set_nonblocking(true)?;
     Ok(l)

@@ -81,6 +81,11 @@ pub fn run_bundle(id: &str, bundle: &Path, module: Option<&str>, stdio: [&str; 3
         let mut plan = crate::oci::bundle::plan_with_module(bundle, &spec, module).map_err(|e| format!("{e}"))?;
         plan.name = id.to_string();
         plan.stdio = Stdio::Inherit;
+        // The guest's sockets live in the spec's network namespace (a
+        // pod's). This process has one thread yet: all later ones inherit it.
+        if let Some(ns) = &plan.net_namespace {
+            super::netns::join_process(ns).map_err(|e| e.to_string())?;
+        }
         let engine = WasmEngine::new(&EngineOptions::single()).map_err(|e| format!("{e:#}"))?;
         let runtime = Runtime::new(engine, Cache::new(crate::paths::cache_dir()), 1 << 30);
         let prepared = runtime.prepare(&plan).map_err(|e| format!("{e}"))?;
