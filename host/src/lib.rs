@@ -7,6 +7,7 @@
 
 pub mod caps;
 pub mod containerd;
+pub mod error;
 pub mod install;
 pub mod native;
 pub mod oci;

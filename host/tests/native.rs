@@ -227,3 +227,21 @@ fn a_failed_native_create_is_reported_and_leaves_nothing() {
     let lingering = std::fs::read_dir("/proc").unwrap().flatten().filter(|e| std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default().contains(&id)).count();
     assert_eq!(lingering, 0, "a process of {id} was left running");
 }
+
+#[test]
+fn a_refused_oom_score_names_its_cause() {
+    let b = Berth::new();
+    let d = tempfile::tempdir().unwrap();
+    // Out of range on every host: the kernel refuses it as it refuses a
+    // negative score where that is not allowed.
+    busybox::bundle(d.path(), &["true"], |s| {
+        let mut p = s.process().clone().unwrap();
+        p.set_oom_score_adj(Some(-1001));
+        s.set_process(Some(p));
+    });
+    let o = run(&b, d.path());
+    assert_eq!(o.code, 125, "{o:?}");
+    for want in ["oomScoreAdj", "/proc/self/oom_score_adj", "Invalid argument", "-1000 to 1000"] {
+        assert!(o.stderr.contains(want), "the error lacks {want:?}: {}", o.stderr);
+    }
+}

@@ -91,7 +91,7 @@ pub enum NativeError {
 }
 
 fn op<'a>(id: &'a str, what: &'static str) -> impl Fn(libcontainer::error::LibcontainerError) -> NativeError + 'a {
-    move |e| NativeError::Op { id: id.to_string(), what, reason: format!("{e}") }
+    move |e| NativeError::Op { id: id.to_string(), what, reason: crate::error::chain(&e) }
 }
 
 /// Where native containers' state lives (libcontainer's root).
@@ -150,9 +150,24 @@ pub struct CreateRequest<'a> {
 pub fn create(req: CreateRequest<'_>) -> Result<i32, NativeError> {
     let id = req.id;
     std::fs::create_dir_all(req.state_root).map_err(|e| NativeError::Op { id: id.into(), what: "creating its state directory", reason: format!("{}: {e}", req.state_root.display()) })?;
+    oom_score_adj(id, req.bundle)?;
     let b = builder(id, req.state_root, req.stdio, req.console_socket)?;
     let c = b.validate_id().map_err(op(id, "checking its id"))?.as_init(req.bundle).with_systemd(false).with_detach(true).build().map_err(op(id, "creating it"))?;
     c.pid().map(|p| p.as_raw()).ok_or_else(|| NativeError::Op { id: id.into(), what: "creating it", reason: "no process was left running".into() })
+}
+
+/// Sets the spec's `process.oomScoreAdj` on this process, as libcontainer
+/// is about to (the container inherits it), so that a host that refuses
+/// the score is named with its cause: libcontainer reports only "io
+/// error". A spec that cannot be read is left to libcontainer to report.
+fn oom_score_adj(id: &str, bundle: &Path) -> Result<(), NativeError> {
+    let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else { return Ok(()) };
+    let Some(score) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) else { return Ok(()) };
+    std::fs::write("/proc/self/oom_score_adj", score.to_string()).map_err(|e| NativeError::Op {
+        id: id.into(),
+        what: "setting its process.oomScoreAdj",
+        reason: format!("writing {score} to /proc/self/oom_score_adj: {e}; scores run from -1000 to 1000, and a host may refuse negative ones (with containerd's CRI plugin, set restrict_oom_score_adj = true)"),
+    })
 }
 
 /// A builder for container `id` with its state under `state_root` and the
