@@ -56,10 +56,11 @@ fn spawn_owned(cmd: &mut Command) -> std::io::Result<(Child, Owned)> {
     Ok((child, Owned(pid)))
 }
 
-/// [`Command::output`], safe beside a reaper of every child.
+/// [`Command::output`], safe beside a reaper of every child: stdout and
+/// stderr captured, stdin empty.
 pub fn output(cmd: &mut Command) -> std::io::Result<Output> {
     use std::process::Stdio;
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let (child, _owned) = spawn_owned(cmd)?;
     child.wait_with_output()
 }
