@@ -47,12 +47,17 @@ pub fn start(mut flags: Flags) -> i32 {
         let group = group_of(&cwd, &flags.id);
         let opts = StartOpts { id: flags.id.clone(), address: flags.address.clone(), namespace: flags.namespace.clone(), ..Default::default() };
         let address = opts.socket_address(&group);
+        // Starts of one group may run at once (a pod's containers): one
+        // at a time looks for its server and makes it if missing, so that
+        // only one is made.
+        let lock = lock_starts(Path::new(socket_path(&address)))?;
         // When the group's server answers, it takes the container.
         if std::os::unix::net::UnixStream::connect(socket_path(&address)).is_err() {
             flags.action.clear();
             flags.socket = address.clone();
-            fork_server(flags)?;
+            fork_server(flags, &lock)?;
         }
+        drop(lock);
         std::fs::write(cwd.join("address"), &address).map_err(|e| format!("writing the address file: {e}"))?;
         Ok(address)
     })();
@@ -69,9 +74,20 @@ pub fn start(mut flags: Flags) -> i32 {
     }
 }
 
+/// An exclusive lock over the starts of every group whose socket is in
+/// `socket`'s directory (containerd's shim socket directory), released
+/// when the returned file and every copy of it are closed.
+fn lock_starts(socket: &Path) -> Result<std::fs::File, String> {
+    let dir = socket.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let f = std::fs::File::open(dir).map_err(|e| format!("opening the socket directory {}: {e}", dir.display()))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| format!("locking the socket directory {}: {e}", dir.display()))?;
+    Ok(f)
+}
+
 /// Forks the server for `flags.socket` and returns once it serves (or
-/// fails with its exit status).
-fn fork_server(flags: Flags) -> Result<(), String> {
+/// fails with its exit status). The child lets go of `lock`, which this
+/// process holds until it has an answer.
+fn fork_server(flags: Flags, lock: &std::fs::File) -> Result<(), String> {
     let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| format!("making a pipe: {e}"))?;
     let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
     // SAFETY: the process is single-threaded here (no runtime, no logging
@@ -85,6 +101,9 @@ fn fork_server(flags: Flags) -> Result<(), String> {
         // command's group are not for it); stdout is the readiness pipe,
         // closed by `signal_started`.
         drop(ready_r);
+        // SAFETY: closes this child's copy of the start lock's descriptor,
+        // which nothing else in the child uses.
+        unsafe { libc::close(std::os::fd::AsRawFd::as_raw_fd(lock)) };
         // SAFETY: setsid and dup2 on descriptors this process owns.
         unsafe {
             libc::setsid();

@@ -898,3 +898,43 @@ fn a_pods_wasm_sockets_live_in_its_network_namespace() {
     env.wait_status("keeper", "STOPPED");
     assert!(env.ctr(&["task", "rm", "keeper"]).status.success());
 }
+
+#[test]
+fn concurrent_starts_of_one_group_share_one_shim() {
+    let env = Env::new(&[(guests::WAT_SLEEP, "example.com/sleep:1")]);
+    // Eight containers of a new group started at once: every start finds
+    // no server yet, and only one may make it. (Three rounds: the race was
+    // lost about every other round.)
+    for round in 0..3 {
+        let group = format!("berth.dev/group=race{round}");
+        let ids: Vec<String> = (0..8).map(|i| format!("race{round}-{i}")).collect();
+        let runs: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                Command::new("ctr")
+                    .arg("--address")
+                    .arg(env.c.socket())
+                    .args(["--namespace", "berth-test", "run", "-d", "--null-io", "--annotation", &group, "--runtime", RUNTIME, "example.com/sleep:1", id])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for (id, r) in ids.iter().zip(runs) {
+            let o = r.wait_with_output().unwrap();
+            assert!(o.status.success(), "{id}: {}", text(&o));
+        }
+        for id in &ids {
+            env.wait_status(id, "RUNNING");
+        }
+        assert_eq!(env.shims().len(), 1, "one shim serves the group");
+        for id in &ids {
+            assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", id]).status.success());
+            env.wait_status(id, "STOPPED");
+            assert!(env.ctr(&["task", "rm", id]).status.success());
+        }
+        env.wait_no_shims();
+    }
+}
