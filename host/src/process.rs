@@ -60,9 +60,7 @@ fn spawn_owned(cmd: &mut Command) -> std::io::Result<(Child, Owned)> {
 /// stderr captured, stdin empty.
 pub fn output(cmd: &mut Command) -> std::io::Result<Output> {
     use std::process::Stdio;
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let (child, _owned) = spawn_owned(cmd)?;
-    child.wait_with_output()
+    spawn_piped(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()))?.wait_with_output()
 }
 
 /// [`Child::wait_with_output`] for a child spawned with piped stdio by the

@@ -52,15 +52,17 @@ fn open(path: &Path) -> Result<std::fs::File, NetnsError> {
 
 /// Runs `f` on a short-lived thread inside the namespace at `path` (to
 /// make one socket there, say), and returns what it returned.
-pub fn within<T: Send + 'static>(path: &Path, f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
+pub fn within<T: Send>(path: &Path, f: impl FnOnce() -> std::io::Result<T> + Send) -> std::io::Result<T> {
     let ns = open(path).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let shown = path.display().to_string();
-    std::thread::spawn(move || {
-        join(&ns).map_err(|e| std::io::Error::new(e.kind(), format!("joining network namespace {shown}: {e}")))?;
-        f()
+    on_thread_in(&ns, f).map_err(|e| std::io::Error::new(e.kind(), format!("joining network namespace {}: {e}", path.display())))?
+}
+
+/// Runs `f` on a short-lived thread that joined the namespace `ns`; the
+/// outer error: the thread could not join it.
+fn on_thread_in<T: Send>(ns: &std::fs::File, f: impl FnOnce() -> std::io::Result<T> + Send) -> std::io::Result<std::io::Result<T>> {
+    std::thread::scope(|s| {
+        s.spawn(|| join(ns).map(|()| f())).join().map_err(|_| std::io::Error::other("the namespace thread panicked"))?
     })
-    .join()
-    .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
 }
 
 /// Moves this whole process into the namespace at `path`. Only sound
@@ -87,7 +89,7 @@ impl NetNamespace {
     fn start(path: &Path) -> Result<NetNamespace, NetnsError> {
         let file = open(path)?;
         // Proven joinable once; the descriptor keeps the namespace alive.
-        within(path, || Ok(())).map_err(|source| NetnsError::Join { path: path.to_path_buf(), source })?;
+        on_thread_in(&file, || Ok(())).and_then(|r| r).map_err(|source| NetnsError::Join { path: path.to_path_buf(), source })?;
         let file = Arc::new(file);
         let shown = path.display().to_string();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -112,10 +114,6 @@ impl NetNamespace {
     /// Where to spawn the namespace's guests.
     pub fn handle(&self) -> &tokio::runtime::Handle {
         self.rt.as_ref().expect("running until dropped").handle()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
