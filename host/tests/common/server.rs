@@ -51,20 +51,9 @@ impl Server {
         std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).expect("the server's /proc fd list").count()
     }
 
-    /// The server's resident set size, in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("the server's /proc status");
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS in /proc status");
-        line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a VmRSS figure")
-    }
-
-    /// CPU time (user + system) the server has used, in clock ticks.
-    pub fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("the server's /proc stat");
-        // Fields after the command name (which may hold spaces) in parentheses.
-        let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    /// The server's resident memory and CPU time, from /proc.
+    pub fn usage(&self) -> berth_host::native::Usage {
+        berth_host::native::Usage::of_process(self.child.id() as i32)
     }
 }
 
