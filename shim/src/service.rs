@@ -76,9 +76,13 @@ pub fn start(mut flags: Flags) -> i32 {
 
 /// An exclusive lock over the starts of every group whose socket is in
 /// `socket`'s directory (containerd's shim socket directory), released
-/// when the returned file and every copy of it are closed.
+/// when the returned file and every copy of it are closed. The directory
+/// is made (0750, as containerd's own shims make it) on a node where no
+/// shim has run yet.
 fn lock_starts(socket: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::DirBuilderExt;
     let dir = socket.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new().recursive(true).mode(0o750).create(dir).map_err(|e| format!("making the socket directory {}: {e}", dir.display()))?;
     let f = std::fs::File::open(dir).map_err(|e| format!("opening the socket directory {}: {e}", dir.display()))?;
     rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| format!("locking the socket directory {}: {e}", dir.display()))?;
     Ok(f)
@@ -229,5 +233,25 @@ fn signal_started() {
     // open for the life of the process.
     unsafe {
         libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_make_the_socket_directory_on_a_fresh_node() {
+        // containerd's shim socket directory (/run/containerd/s) does not
+        // exist until some shim makes it.
+        let tmp = tempfile::tempdir().unwrap();
+        let socket = tmp.path().join("run/containerd/s/0123abcd");
+        let lock = lock_starts(&socket).unwrap();
+        let dir = socket.parent().unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o750, "{}", dir.display());
+        drop(lock);
+        // A second start takes the same lock again.
+        lock_starts(&socket).unwrap();
     }
 }
