@@ -109,6 +109,9 @@ pub struct Container {
     /// The runtime of the network namespace a guest run here joins (its
     /// spec's, e.g. the pod's); `None`: the shim's own.
     netns: Option<Arc<NetNamespace>>,
+    /// Set when the guest trapped after its memory limit refused it
+    /// memory: it ran out of memory, as the kernel's OOM killer reports.
+    oom: std::sync::atomic::AtomicBool,
 }
 
 pub struct CreateRequest<'a> {
@@ -183,6 +186,7 @@ impl Container {
             stderr: Mutex::new(stderr),
             pod,
             netns,
+            oom: Default::default(),
         })
     }
 
@@ -474,6 +478,20 @@ impl Container {
                     self.tell_stderr(&report);
                 }
                 tracing::info!(container_id = %self.id, pod_id = %self.pod, exit = ?exit, memory_bytes = usage.memory_bytes, cpu_ns = self.meter.cpu_ns(), "container exited");
+                // Rust and most language runtimes abort (trap) when an
+                // allocation fails: after a refusal that is an OOM kill,
+                // reported as the kernel's would be (SIGKILL, an OOM event).
+                if matches!(exit, berth_host::wasm::Exit::Trap(_)) && usage.refused > 0 {
+                    self.oom.store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.tell_stderr(&format!(
+                        "berth: {}: out of memory: the memory limit ({} bytes, linux.resources.memory.limit) refused {} growth request(s) before the trap\n",
+                        self.id,
+                        plan.limits.memory_bytes.unwrap_or(0),
+                        usage.refused
+                    ));
+                    tracing::info!(container_id = %self.id, pod_id = %self.pod, limit = plan.limits.memory_bytes, "container ran out of memory");
+                    return 128 + libc::SIGKILL;
+                }
                 exit.status()
             }
             Ok(Err(e)) => {
@@ -487,6 +505,12 @@ impl Container {
                 134
             }
         }
+    }
+
+    /// Whether the guest ran out of memory: it trapped after its memory
+    /// limit refused it memory.
+    pub fn oom_killed(&self) -> bool {
+        self.oom.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Records the exit once; later calls return the first one.

@@ -8,7 +8,7 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::TtrpcResult;
 use containerd_shim_protos::api::{self, Empty};
 use crate::exec::Exec;
-use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskStart};
+use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskStart};
 use containerd_shim_protos::protobuf::MessageDyn;
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext, Code};
@@ -188,7 +188,14 @@ impl Task for TaskService {
         }
         let (svc, exited) = (self.clone(), c.clone());
         c.start(self.runtime()?, move |e| {
-            tokio::spawn(async move { svc.publish("/tasks/exit", Box::new(TaskService::exit_event(&exited.id, &exited.id, exited.pid(), e))).await });
+            tokio::spawn(async move {
+                // CRI reads this event as reason OOMKilled; it goes first,
+                // as the kernel's OOM kill comes before the exit.
+                if exited.oom_killed() {
+                    svc.publish("/tasks/oom", Box::new(TaskOOM { container_id: exited.id.clone(), ..Default::default() })).await;
+                }
+                svc.publish("/tasks/exit", Box::new(TaskService::exit_event(&exited.id, &exited.id, exited.pid(), e))).await
+            });
         })
         .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
         self.publish("/tasks/start", Box::new(TaskStart { container_id: req.id.clone(), pid: c.pid(), ..Default::default() })).await;
