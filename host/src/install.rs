@@ -44,12 +44,28 @@ pub struct Edit {
 
 /// Returns `text` with berth's runtime entry added or updated. An empty
 /// `text` (no config yet) becomes a schema-2 config with just that entry.
+///
+/// A path ending in `.tmpl` is a k3s or RKE2 template (`config.toml.tmpl`,
+/// or `config-v3.toml.tmpl` for containerd 2.x): its Go template lines are
+/// kept as they are, an empty one starts from k3s's base template, and the
+/// base template (which sets the version and the runc entry) is trusted
+/// for what it holds.
 pub fn add_runtime(path: &str, text: &str) -> Result<Edit, InstallError> {
-    let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| InstallError::Parse { path: path.into(), reason: e.to_string() })?;
-    if text.trim().is_empty() {
+    let template = path.ends_with(".tmpl");
+    let text_in = if template && text.trim().is_empty() { format!("{K3S_BASE}\n") } else { text.to_string() };
+    let (toml, actions) = if template { mask_template(&text_in) } else { (text_in.clone(), Vec::new()) };
+    let from_base = actions.iter().any(|a| a.split_whitespace().collect::<String>() == K3S_BASE.split_whitespace().collect::<String>());
+    let mut doc: DocumentMut = toml.parse().map_err(|e: toml_edit::TomlError| InstallError::Parse { path: path.into(), reason: e.to_string() })?;
+    if text.trim().is_empty() && !template {
         doc["version"] = value(2);
     }
-    let version = doc.get("version").and_then(Item::as_integer).unwrap_or(1);
+    // Comments (and masked template lines) after the last item stay where
+    // they were: before what the install appends, not after it.
+    let trailing = doc.trailing().as_str().unwrap_or("").to_string();
+    doc.set_trailing("");
+    let before = doc.to_string();
+    let implied = if from_base { if path.ends_with("config-v3.toml.tmpl") { 3 } else { 2 } } else { 1 };
+    let version = doc.get("version").and_then(Item::as_integer).unwrap_or(implied);
     let plugin = match version {
         2 => "io.containerd.grpc.v1.cri",
         3 => "io.containerd.cri.v1.runtime",
@@ -59,7 +75,7 @@ pub fn add_runtime(path: &str, text: &str) -> Result<Edit, InstallError> {
     let containerd = table_at(doc.as_table_mut(), &["plugins", plugin, "containerd"], path)?;
     let default_name = containerd.get("default_runtime_name").and_then(Item::as_str).unwrap_or(DEFAULT_RUNTIME.0).to_string();
     let runtimes = table_at(containerd, &["runtimes"], path).map_err(|_| InstallError::NotATable { path: path.into(), key: runtimes_key.clone() })?;
-    if !runtimes.contains_key(&default_name) {
+    if !runtimes.contains_key(&default_name) && !from_base {
         if default_name != DEFAULT_RUNTIME.0 {
             return Err(InstallError::NoDefaultRuntime { path: path.into(), key: runtimes_key, name: default_name });
         }
@@ -77,8 +93,53 @@ pub fn add_runtime(path: &str, text: &str) -> Result<Edit, InstallError> {
         }
         table[k] = value(list.into_iter().collect::<Array>());
     }
-    let new_text = doc.to_string();
+    let after = doc.to_string();
+    let edited = match after.strip_prefix(&before) {
+        Some(appended) => format!("{before}{trailing}{appended}"),
+        None => format!("{after}{trailing}"),
+    };
+    let new_text = unmask_template(&edited, &actions);
     Ok(Edit { version, changed: new_text != text, new_text })
+}
+
+/// The line with which a k3s/RKE2 template takes in k3s's own config.
+const K3S_BASE: &str = "{{ template \"base\" . }}";
+/// What a template line becomes while the rest is edited as TOML.
+const TEMPLATE_MARK: &str = "# berth: template line ";
+
+/// `text` with every line that is a Go template action alone (`{{ ... }}`)
+/// turned into a numbered TOML comment, and those lines.
+fn mask_template(text: &str) -> (String, Vec<String>) {
+    let mut actions = Vec::new();
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if t.starts_with("{{") && t.ends_with("}}") {
+            out.push_str(&format!("{TEMPLATE_MARK}{}\n", actions.len()));
+            actions.push(line.trim_end_matches('\n').to_string());
+        } else {
+            out.push_str(line);
+        }
+    }
+    (out, actions)
+}
+
+/// Puts back the lines [`mask_template`] took out.
+fn unmask_template(text: &str, actions: &[String]) -> String {
+    if actions.is_empty() {
+        return text.to_string();
+    }
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        match line.trim().strip_prefix(TEMPLATE_MARK).and_then(|n| n.parse::<usize>().ok()).and_then(|n| actions.get(n)) {
+            Some(action) => {
+                out.push_str(action);
+                out.push('\n');
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }
 
 /// The table at `keys` under `table`, made (implicit, so that it is written
@@ -176,6 +237,34 @@ root = "/var/lib/containerd"
         let broken = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"crun\"\n";
         let err = add_runtime("c.toml", broken).unwrap_err().to_string();
         assert!(err.contains("\"crun\"") && err.contains("default_runtime_name"), "{err}");
+    }
+
+    #[test]
+    fn k3s_templates_keep_their_template_lines_and_trust_the_base() {
+        // An empty template starts from k3s's base, which has runc.
+        let e = add_runtime("config.toml.tmpl", "").unwrap();
+        assert!(e.new_text.starts_with("{{ template \"base\" . }}\n"), "{}", e.new_text);
+        assert_eq!(e.version, 2);
+        let body = e.new_text.replacen("{{ template \"base\" . }}", "", 1);
+        assert_eq!(runtimes(&body, "io.containerd.grpc.v1.cri"), [("berth".to_string(), RUNTIME_TYPE.to_string())], "{}", e.new_text);
+        assert!(!e.new_text.contains("version ="), "the base sets the version: {}", e.new_text);
+        // containerd 2.x's template name means schema 3.
+        let e = add_runtime("/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl", "{{ template \"base\" . }}\n").unwrap();
+        assert_eq!(e.version, 3);
+        assert!(e.new_text.contains("[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.berth]"), "{}", e.new_text);
+        // Lines of the user's own are kept, template actions included, and
+        // a second install changes nothing.
+        let own = "{{ template \"base\" . }}\n\n# mine\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"{{ .NodeConfig.Containerd.Config }}\"\n{{ if .NodeConfig.AgentConfig.Snapshotter }}\n# snap\n{{ end }}\n";
+        let e = add_runtime("config.toml.tmpl", own).unwrap();
+        for line in own.lines() {
+            assert!(e.new_text.lines().any(|l| l == line), "lost {line:?}:\n{}", e.new_text);
+        }
+        assert!(e.new_text.contains("runtimes.berth]"), "{}", e.new_text);
+        let again = add_runtime("config.toml.tmpl", &e.new_text).unwrap();
+        assert!(!again.changed, "{}", diff("t", &e.new_text, &again.new_text));
+        // A template without the base is a whole config of its own.
+        let e = add_runtime("config.toml.tmpl", DEBIAN_STOCK).unwrap();
+        assert_eq!(runtimes(&e.new_text, "io.containerd.grpc.v1.cri").len(), 2, "{}", e.new_text);
     }
 
     #[test]
