@@ -1,22 +1,19 @@
 //! End to end: a private containerd (started by the test, with the shim
 //! built by cargo first on its PATH) runs wasm images made with
 //! `berth image build` through `ctr ... --runtime io.containerd.berth.v1`.
+mod common;
+
 use berth_host::oci::image::build::{self, BuildOptions};
 use berth_tests::containerd::Containerd;
 use berth_tests::guests;
+use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const RUNTIME: &str = "io.containerd.berth.v1";
-
 struct Env {
     c: Containerd,
     _berth_root: tempfile::TempDir,
-}
-
-fn shim_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_containerd-shim-berth-v1")).parent().unwrap().to_path_buf()
 }
 
 impl Env {
@@ -39,23 +36,12 @@ impl Env {
     }
 
     fn import(&self, module: &str, name: &str) {
-        let built = build::build(&BuildOptions { module: Some(module.into()), name: name.into(), artifact: false, adds: vec![], rootfs: None, entrypoint: vec![] }).unwrap();
-        let tar = self.c.dir.path().join(format!("{}.tar", name.replace(['/', ':'], "_")));
-        build::write_archive(&built, std::fs::File::create(&tar).unwrap()).unwrap();
-        let o = self.c.ctr(&["image", "import", "--platform", "wasi/wasm", tar.to_str().unwrap()]);
-        assert!(o.status.success(), "import {name}: {}", text(&o));
+        import_wasm(&self.c, "berth-test", module, name);
     }
 
     /// A native busybox image (`berth image build --rootfs`), imported.
     fn import_busybox(&self, name: &str) {
-        let root = self.c.dir.path().join("busybox-rootfs");
-        berth_tests::busybox::rootfs(&root);
-        let opts = BuildOptions { module: None, name: name.into(), artifact: false, adds: vec![], rootfs: Some(root), entrypoint: vec!["/bin/sh".into()] };
-        let built = build::build(&opts).unwrap();
-        let tar = self.c.dir.path().join("busybox.tar");
-        build::write_archive(&built, std::fs::File::create(&tar).unwrap()).unwrap();
-        let o = self.c.ctr(&["image", "import", tar.to_str().unwrap()]);
-        assert!(o.status.success(), "import {name}: {}", text(&o));
+        import_busybox(&self.c, "berth-test", name, &["/bin/sh"]);
     }
 
     fn ctr(&self, args: &[&str]) -> Output {
@@ -107,41 +93,13 @@ impl Env {
     /// Waits (5 s at most) until no berth shim of this containerd has a
     /// zombie child: the shim reaps every child it has.
     fn wait_no_zombies(&self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let z = zombies_of(&self.shims());
-            if z.is_empty() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "zombies left under the shim: {z:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_no_zombies(|| self.shims());
     }
 
     /// berth shim processes serving this containerd.
     fn shims(&self) -> Vec<u32> {
         self.c.shim_pids("containerd-shim-berth-v1")
     }
-}
-
-/// Zombie processes (pid and name) whose parent is one of `parents`.
-fn zombies_of(parents: &[u32]) -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
-        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") ")) else { continue };
-        let f: Vec<&str> = rest.split(' ').collect();
-        let ppid = f.get(1).and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
-        if f.first() == Some(&"Z") && parents.contains(&ppid) {
-            out.push((pid, name.to_string()));
-        }
-    }
-    out
-}
-
-fn text(o: &Output) -> String {
-    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 #[test]
@@ -425,10 +383,6 @@ fn other_users_get_only_their_file_access_and_a_long_lived_shim_leaks_no_fds() {
 }
 
 /// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `curl` of a URL: (status, body); status "000" when nothing answered.
 fn curl(url: &str) -> (String, String) {
     let o = Command::new("curl").args(["-s", "-m", "20", "-w", "\n%{http_code}", url]).output().expect("running curl (apt-get install -y curl)");
@@ -777,11 +731,7 @@ fn modules_are_compiled_in_a_child_process_whose_errors_reach_ctr() {
     // A module header followed by a section that is not there.
     std::fs::write(extra.join("bad.wasm"), b"\0asm\x01\0\0\0\x01\x7f").unwrap();
     let opts = BuildOptions { module: Some(guests::HELLO_P1.into()), name: "example.com/two:1".into(), artifact: false, adds: vec![(extra, "/x".into())], rootfs: None, entrypoint: vec![] };
-    let built = build::build(&opts).unwrap();
-    let tar = env.c.dir.path().join("two.tar");
-    build::write_archive(&built, std::fs::File::create(&tar).unwrap()).unwrap();
-    let o = env.ctr(&["image", "import", "--platform", "wasi/wasm", tar.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
+    import(&env.c, "berth-test", &opts);
     let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, "example.com/two:1", "bad1", "/x/bad.wasm"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("/x/bad.wasm") && err.contains("not valid WebAssembly"), "{}", text(&o));
@@ -846,21 +796,6 @@ fn two_containerds_keep_native_containers_of_one_id_apart() {
 
 /// A loopback server on `port` answering every connection with `banner`,
 /// in the network namespace at `ns` (else the node's own).
-fn banner_server(ns: Option<&str>, port: u16, banner: &'static str) {
-    use std::io::{Read, Write};
-    let bind = move || std::net::TcpListener::bind(("127.0.0.1", port));
-    let l = match ns {
-        Some(ns) => berth_host::wasm::netns::within(Path::new(ns), bind).unwrap(),
-        None => bind().unwrap(),
-    };
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            let _ = s.read(&mut [0u8; 64]);
-            let _ = s.write_all(banner.as_bytes());
-        }
-    });
-}
-
 #[test]
 fn a_pods_wasm_sockets_live_in_its_network_namespace() {
     let env = Env::new(&[(guests::TCP_CLIENT_P2, "example.com/tcp-client:1"), (guests::WAT_SLEEP, "example.com/sleep:1")]);

@@ -135,10 +135,15 @@ impl Containerd {
 
     /// `ctr --address SOCK ARGS`, in the `berth-test` namespace.
     pub fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_in("berth-test", args)
+    }
+
+    /// `ctr --address SOCK ARGS` in namespace `ns` (`k8s.io` is CRI's).
+    pub fn ctr_in(&self, ns: &str, args: &[&str]) -> Output {
         Command::new("ctr")
             .arg("--address")
             .arg(self.socket())
-            .args(["--namespace", "berth-test"])
+            .args(["--namespace", ns])
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -150,18 +155,24 @@ impl Containerd {
     /// Pids of the shims (of any runtime) this containerd started: their
     /// command line names its socket.
     pub fn shim_pids(&self, binary: &str) -> Vec<u32> {
-        let sock = self.socket().display().to_string();
-        let mut out = Vec::new();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(binary) && cmd.contains(&sock) {
-                out.push(pid);
-            }
-        }
-        out
+        shim_pids_at(&self.socket(), binary)
     }
+}
+
+/// Pids of the processes running `binary` whose command line names the
+/// containerd socket `socket` (the shims of that containerd).
+pub fn shim_pids_at(socket: &Path, binary: &str) -> Vec<u32> {
+    let sock = socket.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(binary) && cmd.contains(&sock) {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 impl Drop for Containerd {

@@ -1,0 +1,626 @@
+//! End to end through Kubernetes' CRI: a private containerd with its CRI
+//! plugin (config, root, state and socket in a temp dir,
+//! `restrict_oom_score_adj = true`), CNI from Debian's
+//! containernetworking-plugins (a bridge of the test's own), `runtimes.berth`
+//! written by berth's installer, a pause image made with `berth image build
+//! --rootfs`, and the CRI API (runtime.v1 over gRPC) driven as kubelet
+//! drives it. Pod addresses are only used from inside the pod's network
+//! namespace.
+mod common;
+
+use berth_tests::containerd::{private_config, shim_pids_at, Containerd};
+use berth_tests::guests;
+use common::*;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+const PAUSE: &str = "berth.test/pause:1";
+const BUSYBOX: &str = "berth.test/busybox:1";
+
+/// One node: containerd with CRI, its CNI network and a CRI client.
+struct Node {
+    c: Containerd,
+    rt: tokio::runtime::Runtime,
+    cri: RuntimeServiceClient<Channel>,
+    bridge: String,
+    /// Zombies of berth shims that stayed over 3 s, seen by a sampler
+    /// that runs for the node's whole life.
+    stuck: Arc<Mutex<Vec<(u32, String)>>>,
+    sampling: Arc<AtomicBool>,
+    _berth_root: tempfile::TempDir,
+}
+
+/// A pod made by [`Node::run_pod`].
+struct Pod {
+    id: String,
+    config: PodSandboxConfig,
+}
+
+/// Each node of a test run gets its own bridge and subnet.
+static NODES: AtomicU32 = AtomicU32::new(0);
+
+impl Node {
+    /// A node with the given wasm images (module, name) and the pause and
+    /// busybox images imported into CRI's namespace.
+    fn start(images: &[(&str, &str)]) -> Node {
+        Self::start_with(images, true)
+    }
+
+    fn start_with(images: &[(&str, &str)], restrict_oom_score_adj: bool) -> Node {
+        let n = NODES.fetch_add(1, Ordering::SeqCst);
+        let tag = (std::process::id() % 100) * 10 + n % 10;
+        let bridge = format!("bth{tag}");
+        let berth_root = tempfile::tempdir().unwrap();
+        let c = Containerd::start_configured(&[&shim_dir()], &[("BERTH_ROOT", berth_root.path().to_str().unwrap())], |p| {
+            let net = p.join("net.d");
+            std::fs::create_dir(&net).unwrap();
+            let subnet = format!("10.213.{}.0/24", tag % 250);
+            let conf = serde_json::json!({
+                "cniVersion": "0.4.0", "name": format!("berth-test-{tag}"),
+                "plugins": [{"type": "bridge", "bridge": bridge, "isGateway": false, "ipMasq": false,
+                             "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": p.join("ipam")}}]
+            });
+            std::fs::write(net.join("10-berth-test.conflist"), conf.to_string()).unwrap();
+            let tables = format!(
+                r#"[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE}"
+  restrict_oom_score_adj = {restrict_oom_score_adj}
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  disable_apparmor = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{net}"
+    max_conf_num = 1
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{p}/opt"
+"#,
+                net = net.display(),
+                p = p.display()
+            );
+            let path = p.join("config.toml");
+            let edit = berth_host::install::add_runtime(&path.display().to_string(), &private_config(p, "", &tables)).unwrap();
+            std::fs::write(&path, edit.new_text).unwrap();
+        });
+        require_cni();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let sock = c.socket();
+        let cri = rt.block_on(async {
+            let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
+                .unwrap()
+                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                    let sock = sock.clone();
+                    async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(sock).await?)) }
+                }))
+                .await
+                .expect("connecting to containerd's CRI socket");
+            RuntimeServiceClient::new(channel)
+        });
+        let (stuck, sampling) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicBool::new(true)));
+        let sock = c.socket();
+        let (s, on) = (stuck.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            let mut seen: HashMap<u32, Instant> = HashMap::new();
+            while on.load(Ordering::Relaxed) {
+                let shims = shim_pids_at(&sock, "containerd-shim-berth-v1");
+                let now = zombies_of(&shims);
+                seen.retain(|pid, _| now.iter().any(|(p, _)| p == pid));
+                for (pid, name) in now {
+                    let first = *seen.entry(pid).or_insert_with(Instant::now);
+                    if first.elapsed() > Duration::from_secs(3) && !s.lock().unwrap().iter().any(|(p, _)| *p == pid) {
+                        s.lock().unwrap().push((pid, name));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let node = Node { c, rt, cri, bridge, stuck, sampling, _berth_root: berth_root };
+        import_busybox(&node.c, "k8s.io", PAUSE, &["/bin/sleep", "2147483647"]);
+        import_busybox(&node.c, "k8s.io", BUSYBOX, &["/bin/sh"]);
+        for (module, name) in images {
+            import_wasm(&node.c, "k8s.io", module, name);
+        }
+        let v = node.call(|mut c| async move { c.version(VersionRequest { version: "v1".into() }).await }).expect("CRI Version");
+        assert_eq!(v.runtime_api_version, "v1", "{v:?}");
+        node
+    }
+
+    /// One CRI call, on a fresh handle of the client.
+    fn call<T, F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>>(&self, f: impl FnOnce(RuntimeServiceClient<Channel>) -> F) -> Result<T, tonic::Status> {
+        self.rt.block_on(f(self.cri.clone())).map(tonic::Response::into_inner)
+    }
+
+    /// RunPodSandbox with handler `berth`, as kubelet makes it.
+    fn run_pod(&self, name: &str, tweak: impl FnOnce(&mut PodSandboxConfig)) -> Pod {
+        self.try_run_pod(name, tweak).unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}\ncontainerd's log:\n{}", self.c.log()))
+    }
+
+    fn try_run_pod(&self, name: &str, tweak: impl FnOnce(&mut PodSandboxConfig)) -> Result<Pod, tonic::Status> {
+        let uid = format!("uid-{name}-{}", std::process::id());
+        let logs = self.c.dir.path().join("pods").join(&uid);
+        std::fs::create_dir_all(&logs).unwrap();
+        let mut config = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata { name: name.into(), uid, namespace: "default".into(), attempt: 0 }),
+            hostname: name.into(),
+            log_directory: logs.display().to_string(),
+            linux: Some(LinuxPodSandboxConfig {
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption { network: NamespaceMode::Pod as i32, pid: NamespaceMode::Container as i32, ipc: NamespaceMode::Pod as i32, ..Default::default() }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        tweak(&mut config);
+        let req = RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: "berth".into() };
+        let id = self.call(|mut c| async move { c.run_pod_sandbox(req).await })?.pod_sandbox_id;
+        Ok(Pod { id, config })
+    }
+
+    /// CreateContainer (attempt 0) of `image` in `pod`, logging to
+    /// `NAME.log` in the pod's log directory.
+    fn create(&self, pod: &Pod, name: &str, image: &str, tweak: impl FnOnce(&mut ContainerConfig)) -> Result<String, tonic::Status> {
+        let mut config = ContainerConfig {
+            metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
+            image: Some(ImageSpec { image: image.into(), ..Default::default() }),
+            log_path: format!("{name}.log"),
+            linux: Some(LinuxContainerConfig { resources: Some(LinuxContainerResources::default()), security_context: Some(LinuxContainerSecurityContext::default()) }),
+            ..Default::default()
+        };
+        tweak(&mut config);
+        let req = CreateContainerRequest { pod_sandbox_id: pod.id.clone(), config: Some(config), sandbox_config: Some(pod.config.clone()) };
+        Ok(self.call(|mut c| async move { c.create_container(req).await })?.container_id)
+    }
+
+    /// [`Node::create`] then StartContainer; panics on failure.
+    fn run(&self, pod: &Pod, name: &str, image: &str, tweak: impl FnOnce(&mut ContainerConfig)) -> String {
+        let id = self.create(pod, name, image, tweak).unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\ncontainerd's log:\n{}", self.c.log()));
+        self.start_container(&id).unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
+        id
+    }
+
+    fn start_container(&self, id: &str) -> Result<(), tonic::Status> {
+        let req = StartContainerRequest { container_id: id.into() };
+        self.call(|mut c| async move { c.start_container(req).await }).map(drop)
+    }
+
+    fn status(&self, id: &str) -> ContainerStatus {
+        let req = ContainerStatusRequest { container_id: id.into(), verbose: false };
+        self.call(|mut c| async move { c.container_status(req).await }).unwrap().status.unwrap()
+    }
+
+    /// Waits (30 s at most) until container `id` has exited.
+    fn wait_exited(&self, id: &str) -> ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.status(id);
+            if s.state == ContainerState::ContainerExited as i32 {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "container {id} did not exit: {s:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_running(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.status(id).state != ContainerState::ContainerRunning as i32 {
+            assert!(Instant::now() < deadline, "container {id} never ran: {:?}", self.status(id));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop_container(&self, id: &str, timeout: i64) {
+        let req = StopContainerRequest { container_id: id.into(), timeout };
+        self.call(|mut c| async move { c.stop_container(req).await }).unwrap_or_else(|e| panic!("StopContainer {id}: {e}"));
+    }
+
+    fn exec_sync(&self, id: &str, cmd: &[&str]) -> Result<ExecSyncResponse, tonic::Status> {
+        let req = ExecSyncRequest { container_id: id.into(), cmd: cmd.iter().map(|s| s.to_string()).collect(), timeout: 10 };
+        self.call(|mut c| async move { c.exec_sync(req).await })
+    }
+
+    fn stats(&self, id: &str) -> ContainerStats {
+        let req = ContainerStatsRequest { container_id: id.into() };
+        self.call(|mut c| async move { c.container_stats(req).await }).unwrap_or_else(|e| panic!("ContainerStats {id}: {e}")).stats.unwrap()
+    }
+
+    /// The path of the pod's network namespace (from the pause process).
+    fn netns(&self, pod: &Pod) -> String {
+        let req = PodSandboxStatusRequest { pod_sandbox_id: pod.id.clone(), verbose: true };
+        let info = self.call(|mut c| async move { c.pod_sandbox_status(req).await }).unwrap().info;
+        let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+        let ns = v["runtimeSpec"]["linux"]["namespaces"].as_array().unwrap().iter().find(|n| n["type"] == "network").cloned().unwrap();
+        ns["path"].as_str().unwrap_or_else(|| panic!("the pod has no network namespace path: {v}")).to_string()
+    }
+
+    /// StopPodSandbox then RemovePodSandbox, each within `within`.
+    fn remove_pod(&self, pod: &Pod, within: Duration) {
+        for stop in [true, false] {
+            let id = pod.id.clone();
+            let mut c = self.cri.clone();
+            let r = self.rt.block_on(async move {
+                let call = async {
+                    if stop {
+                        c.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id }).await.map(drop)
+                    } else {
+                        c.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id }).await.map(drop)
+                    }
+                };
+                tokio::time::timeout(within, call).await
+            });
+            let what = if stop { "StopPodSandbox" } else { "RemovePodSandbox" };
+            match r {
+                Err(_) => panic!("{what} {} did not return within {within:?}; shims' children: {:?}", pod.id, self.shim_children()),
+                Ok(Err(e)) => panic!("{what} {}: {e}", pod.id),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    /// The CRI log of container `name` of `pod`.
+    fn log(&self, pod: &Pod, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(pod, name)).unwrap_or_default()
+    }
+
+    fn log_path(&self, pod: &Pod, name: &str) -> PathBuf {
+        Path::new(&pod.config.log_directory).join(format!("{name}.log"))
+    }
+
+    fn shims(&self) -> Vec<u32> {
+        self.c.shim_pids("containerd-shim-berth-v1")
+    }
+
+    /// Every child of every berth shim: (pid, state, name).
+    fn shim_children(&self) -> Vec<(u32, String)> {
+        let shims = self.shims();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+            let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") ")) else { continue };
+            let f: Vec<&str> = rest.split(' ').collect();
+            if f.get(1).and_then(|p| p.parse::<u32>().ok()).is_some_and(|pp| shims.contains(&pp)) {
+                out.push((e.file_name().to_string_lossy().parse().unwrap_or(0), format!("{} {name}", f[0])));
+            }
+        }
+        out
+    }
+
+    /// Waits (10 s at most) until no berth shim of this node runs, then
+    /// checks that no mount is left under the node's dirs.
+    fn wait_clean(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.shims().is_empty() {
+            assert!(Instant::now() < deadline, "shims outlived their pods: {:?}", self.shims());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(self.stuck.lock().unwrap().is_empty(), "zombies stayed under a berth shim: {:?}", self.stuck.lock().unwrap());
+        let left: Vec<String> = mounts_under(self.c.dir.path()).into_iter().filter(|m| !m.contains("/io.containerd.grpc.v1.cri/sandboxes/") || m.ends_with("/shm")).collect();
+        assert!(left.is_empty(), "mounts left behind: {left:?}");
+    }
+
+    /// Asserts that no berth shim has a zombie child.
+    fn assert_no_zombies(&self) {
+        wait_no_zombies(|| self.shims());
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.sampling.store(false, Ordering::Relaxed);
+        // Pods a failed test left: stop them so that their netns go.
+        let pods = self.call(|mut c| async move { c.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await }).map(|r| r.items).unwrap_or_default();
+        for p in pods {
+            let id = p.id.clone();
+            let mut c = self.cri.clone();
+            self.rt.block_on(async move {
+                let call = async {
+                    let _ = c.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await;
+                    let _ = c.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id }).await;
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(20), call).await;
+            });
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).stderr(std::process::Stdio::null()).status();
+    }
+}
+
+fn require_cni() {
+    for p in ["bridge", "host-local", "loopback"] {
+        assert!(Path::new("/usr/lib/cni").join(p).exists(), "CNI plugin {p} is missing: apt-get install -y containernetworking-plugins (`.ci/run` installs it)");
+    }
+}
+
+/// An HTTP GET of `path` on 127.0.0.1:`port` inside network
+/// namespace `ns`: (status, body).
+fn get_in(ns: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = berth_host::wasm::netns::within(Path::new(ns), || std::net::TcpStream::connect(("127.0.0.1", port)))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    // HTTP/1.0: the body comes whole, not chunked.
+    write!(s, "GET {path} HTTP/1.0\r\nhost: pod\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let code = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Waits (20 s at most) until `ns`'s 127.0.0.1:`port` answers.
+fn wait_serving(ns: &str, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(get_in(ns, port, "/ready"), Ok((200, _))) {
+        assert!(Instant::now() < deadline, "nothing answers on 127.0.0.1:{port} in the pod");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn env(k: &str, v: &str) -> KeyValue {
+    KeyValue { key: k.into(), value: v.into() }
+}
+
+/// The stdout lines of a CRI log (`TIMESTAMP STREAM TAG TEXT`; tag `P`
+/// is a partial line, `F` a full one).
+fn stdout_lines(log: &str) -> Vec<&str> {
+    log.lines().filter_map(|l| l.splitn(4, ' ').collect::<Vec<_>>().get(1..).filter(|f| f.len() == 3 && f[0] == "stdout").map(|f| f[2])).collect()
+}
+
+#[test]
+fn a_pod_runs_wasm_and_native_containers_in_one_shim_and_leaves_nothing() {
+    let node = Node::start(&[(guests::HELLO_P1, "berth.test/hello:1"), (guests::HELLO_P2, "berth.test/hello:2"), (guests::WAT_SLEEP, "berth.test/sleep:1"), (guests::WAT_LOOP, "berth.test/loop:1")]);
+    let pod = node.run_pod("mixed", |_| {});
+    // p1 and p2 guests run to completion; their output is in the pod's
+    // CRI-format logs.
+    for (name, image, line) in [("hello1", "berth.test/hello:1", "(p1 module)"), ("hello2", "berth.test/hello:2", "(p2 component)")] {
+        let id = node.run(&pod, name, image, |_| {});
+        let s = node.wait_exited(&id);
+        assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"), "{s:?}");
+        let log = node.log(&pod, name);
+        assert!(stdout_lines(&log).iter().any(|l| l.contains(line)), "{name}'s log: {log:?}");
+    }
+    // A native sidecar: ExecSync works in it.
+    let side = node.run(&pod, "sidecar", BUSYBOX, |c| c.command = vec!["/bin/sleep".into(), "1000".into()]);
+    node.wait_running(&side);
+    let r = node.exec_sync(&side, &["/bin/sh", "-c", "echo hi; echo oops >&2; exit 3"]).unwrap();
+    assert_eq!((r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code), (&b"hi\n"[..], &b"oops\n"[..], 3));
+    // A wasm container refuses exec with a clear error.
+    let sleeper = node.run(&pod, "sleeper", "berth.test/sleep:1", |_| {});
+    node.wait_running(&sleeper);
+    let e = node.exec_sync(&sleeper, &["/bin/sh"]).unwrap_err();
+    assert!(e.message().contains("wasm"), "{e}");
+    // A busy wasm guest shows CPU and memory in ContainerStats.
+    let busy = node.run(&pod, "busy", "berth.test/loop:1", |_| {});
+    node.wait_running(&busy);
+    std::thread::sleep(Duration::from_millis(500));
+    let st = node.stats(&busy);
+    let cpu = st.cpu.and_then(|c| c.usage_core_nano_seconds).map(|v| v.value).unwrap_or(0);
+    let mem = st.memory.and_then(|m| m.working_set_bytes).map(|v| v.value).unwrap_or(0);
+    assert!(cpu > 100_000_000 && mem > 0, "stats of a spinning guest: cpu {cpu} ns, memory {mem} B");
+    // One shim serves the whole pod, pause container included.
+    assert_eq!(node.shims().len(), 1, "one shim per pod");
+    // StopContainer ends a guest with SIGTERM: 143.
+    node.stop_container(&sleeper, 10);
+    assert_eq!(node.wait_exited(&sleeper).exit_code, 143);
+    node.assert_no_zombies();
+    node.remove_pod(&pod, Duration::from_secs(30));
+    node.wait_clean();
+    let state = berth_host::native::state_root_for(node.c.socket().to_str().unwrap(), "k8s.io");
+    let left: Vec<_> = std::fs::read_dir(&state).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "native state left in {}: {left:?}", state.display());
+}
+
+#[test]
+fn a_pods_wasm_sockets_and_http_listener_live_in_the_pods_network_namespace() {
+    let node = Node::start(&[(guests::TCP_CLIENT_P2, "berth.test/tcp-client:1"), (guests::HTTP_HELLO_P2, "berth.test/http:1")]);
+    let (port, node_only, http) = (free_port(), free_port(), free_port());
+    // The grant comes as a pod annotation (the installer's pod_annotations).
+    let grant = format!("127.0.0.1/32:{port},127.0.0.1/32:{node_only}");
+    let pod = node.run_pod("socks", |p| {
+        p.annotations.insert("berth.dev/net-connect".into(), grant.clone());
+    });
+    let ns = node.netns(&pod);
+    banner_server(None, port, "node");
+    banner_server(Some(&ns), port, "pod");
+    banner_server(None, node_only, "node");
+    let connect = |name: &str, to: u16| {
+        let id = node.run(&pod, name, "berth.test/tcp-client:1", |c| c.args = vec![format!("127.0.0.1:{to}")]);
+        node.wait_exited(&id);
+        stdout_lines(&node.log(&pod, name)).join("\n")
+    };
+    assert_eq!(connect("c1", port), "reply=pod", "a pod's guest reached another loopback than its pod's");
+    let out = connect("c2", node_only);
+    assert!(out.starts_with("connect-error"), "a pod's guest reached a server on the node's loopback: {out}");
+    // Without the grant the same connect is refused by berth.
+    let pod2 = node.run_pod("nogrant", |_| {});
+    let id = node.run(&pod2, "c3", "berth.test/tcp-client:1", |c| c.args = vec![format!("127.0.0.1:{port}")]);
+    node.wait_exited(&id);
+    let out = stdout_lines(&node.log(&pod2, "c3")).join("\n");
+    assert!(out.starts_with("connect-error") && out.contains("PermissionDenied"), "{out}");
+    // The wasi:http listener is in the pod: it answers there, not on the node.
+    let web = node.run(&pod, "web", "berth.test/http:1", |c| c.envs = vec![env("BERTH_HTTP_ADDR", &format!("127.0.0.1:{http}"))]);
+    wait_serving(&ns, http);
+    assert_eq!(get_in(&ns, http, "/hi").unwrap(), (200, "hello from berth: GET /hi\n".into()));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", http)).is_err(), "the pod's listener is on the node's loopback");
+    // Log rotation: kubelet renames the log, then asks for it to be reopened.
+    assert_eq!(get_in(&ns, http, "/log").unwrap().0, 200);
+    let log = node.log_path(&pod, "web");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.log(&pod, "web").contains("stdout") {
+        assert!(Instant::now() < deadline, "no log line from /log");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::rename(&log, log.with_extension("log.1")).unwrap();
+    let req = ReopenContainerLogRequest { container_id: web.clone() };
+    node.call(|mut c| async move { c.reopen_container_log(req).await }).expect("ReopenContainerLog");
+    assert_eq!(get_in(&ns, http, "/log").unwrap().0, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.log(&pod, "web").contains("stdout") {
+        assert!(Instant::now() < deadline, "nothing logged after ReopenContainerLog: {:?}", std::fs::read_dir(log.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect::<Vec<_>>());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A drain within the timeout ends with 0.
+    node.stop_container(&web, 10);
+    assert_eq!(node.wait_exited(&web).exit_code, 0);
+    node.remove_pod(&pod, Duration::from_secs(30));
+    node.remove_pod(&pod2, Duration::from_secs(30));
+    node.wait_clean();
+}
+
+#[test]
+fn a_pod_sharing_its_pid_namespace_stops_after_a_failed_exec() {
+    let node = Node::start(&[]);
+    let pod = node.run_pod("shared-pid", |p| {
+        let ns = p.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap();
+        ns.pid = NamespaceMode::Pod as i32;
+    });
+    let side = node.run(&pod, "sidecar", BUSYBOX, |c| c.command = vec!["/bin/sleep".into(), "1000".into()]);
+    node.wait_running(&side);
+    // A command the image does not have: an error, and nothing left behind.
+    match node.exec_sync(&side, &["/no/such/command"]) {
+        Ok(r) => assert_ne!(r.exit_code, 0, "{r:?}"),
+        Err(e) => assert!(e.message().contains("/no/such/command"), "{e}"),
+    }
+    node.assert_no_zombies();
+    node.remove_pod(&pod, Duration::from_secs(15));
+    node.wait_clean();
+}
+
+#[test]
+fn kubelet_restarts_and_stop_timeouts_behave_as_with_runc() {
+    let node = Node::start(&[(guests::ARGS_ENV_P1, "berth.test/args:1"), (guests::HTTP_HELLO_P2, "berth.test/http:1")]);
+    let pod = node.run_pod("restarts", |_| {});
+    // A crashed container is created again in the same pod, as attempt 1.
+    let first = node.run(&pod, "app", "berth.test/args:1", |c| c.args = vec!["--exit".into(), "3".into()]);
+    let s = node.wait_exited(&first);
+    assert_eq!((s.exit_code, s.reason.as_str()), (3, "Error"), "{s:?}");
+    let second = node.run(&pod, "app", "berth.test/args:1", |c| {
+        c.metadata.as_mut().unwrap().attempt = 1;
+        c.log_path = "app-1.log".into();
+    });
+    assert_ne!(first, second);
+    assert_eq!(node.wait_exited(&second).exit_code, 0);
+    // StopContainer's timeout: SIGTERM, then SIGKILL when it runs out.
+    let stubborn = node.run(&pod, "stubborn", BUSYBOX, |c| c.command = vec!["/bin/sh".into(), "-c".into(), "trap '' TERM; while true; do sleep 1; done".into()]);
+    node.wait_running(&stubborn);
+    let t = Instant::now();
+    node.stop_container(&stubborn, 2);
+    let s = node.wait_exited(&stubborn);
+    assert_eq!(s.exit_code, 137, "{s:?}");
+    assert!(t.elapsed() >= Duration::from_secs(2), "SIGKILL came before the timeout ran out");
+    // A wasi:http drain that outlasts the timeout ends with 137 too.
+    let http = free_port();
+    let ns = node.netns(&pod);
+    let web = node.run(&pod, "web", "berth.test/http:1", |c| c.envs = vec![env("BERTH_HTTP_ADDR", &format!("127.0.0.1:{http}"))]);
+    wait_serving(&ns, http);
+    let spinning = {
+        let ns = ns.clone();
+        std::thread::spawn(move || get_in(&ns, http, "/loop"))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    node.stop_container(&web, 1);
+    assert_eq!(node.wait_exited(&web).exit_code, 137);
+    let _ = spinning.join();
+    node.remove_pod(&pod, Duration::from_secs(30));
+    node.wait_clean();
+}
+
+#[test]
+fn mounts_users_and_a_read_only_rootfs_apply_to_wasm_guests() {
+    let node = Node::start(&[(guests::FILE_TOOL_P1, "berth.test/files:1")]);
+    let pod = node.run_pod("files", |_| {});
+    use std::os::unix::fs::PermissionsExt;
+    let dir = node.c.dir.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    // /data belongs to the pod's user (as with fsGroup), /shared to root.
+    let (rw, ro, shared) = (dir.join("host-rw"), dir.join("host-ro"), dir.join("host-shared"));
+    for d in [&rw, &ro, &shared] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::write(d.join("in.txt"), "from the host").unwrap();
+    }
+    std::os::unix::fs::chown(&rw, Some(4242), Some(4242)).unwrap();
+    let mounts = vec![
+        Mount { container_path: "/data".into(), host_path: rw.display().to_string(), ..Default::default() },
+        Mount { container_path: "/config".into(), host_path: ro.display().to_string(), readonly: true, ..Default::default() },
+        Mount { container_path: "/shared".into(), host_path: shared.display().to_string(), ..Default::default() },
+    ];
+    let n = std::cell::Cell::new(0);
+    let tool = |args: &[&str], uid: Option<i64>, readonly_rootfs: bool| {
+        n.set(n.get() + 1);
+        let name = format!("tool{}", n.get());
+        let id = node.run(&pod, &name, "berth.test/files:1", |c| {
+            c.args = args.iter().map(|s| s.to_string()).collect();
+            c.mounts = mounts.clone();
+            let sc = c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+            sc.run_as_user = uid.map(|value| Int64Value { value });
+            sc.readonly_rootfs = readonly_rootfs;
+        });
+        let s = node.wait_exited(&id);
+        (s.exit_code, node.log(&pod, &name))
+    };
+    let (code, log) = tool(&["read", "/config/in.txt"], None, false);
+    assert_eq!((code, stdout_lines(&log)), (0, vec!["from the host"]), "{log}");
+    // The read-only mount refuses writes and the host file is unchanged.
+    let (code, _) = tool(&["write", "/config/in.txt", "changed"], None, false);
+    assert_eq!(code, 1);
+    assert_eq!(std::fs::read_to_string(ro.join("in.txt")).unwrap(), "from the host");
+    // runAsUser: what the guest writes belongs to that uid.
+    let (code, log) = tool(&["write", "/data/out.txt", "written"], Some(4242), false);
+    assert_eq!(code, 0, "{log}");
+    let meta = std::fs::metadata(rw.join("out.txt")).unwrap();
+    assert_eq!((std::os::unix::fs::MetadataExt::uid(&meta), std::fs::read_to_string(rw.join("out.txt")).unwrap().as_str()), (4242, "written"));
+    // ... and the kernel checks that uid: root's directory refuses it.
+    let (code, log) = tool(&["write", "/shared/out.txt", "x"], Some(4242), false);
+    assert!(code == 1 && log.contains("PermissionDenied"), "{code}: {log}");
+    assert!(!shared.join("out.txt").exists());
+    let (code, log) = tool(&["write", "/shared/out.txt", "x"], None, false);
+    assert_eq!(code, 0, "{log}");
+    // readOnlyRootFilesystem: the rootfs refuses writes, mounts still take them.
+    let (code, _) = tool(&["write", "/new.txt", "x"], None, true);
+    assert_eq!(code, 1);
+    let (code, log) = tool(&["write", "/data/second.txt", "y"], None, true);
+    assert_eq!(code, 0, "{log}");
+    node.remove_pod(&pod, Duration::from_secs(30));
+    node.wait_clean();
+}
+
+#[test]
+fn a_wasm_guest_that_runs_out_of_memory_is_oom_killed() {
+    let node = Node::start(&[(guests::WAT_OOM, "berth.test/oom:1"), (guests::WAT_MEMBOMB, "berth.test/membomb:1")]);
+    let pod = node.run_pod("oom", |_| {});
+    let limited = |c: &mut ContainerConfig| c.linux.as_mut().unwrap().resources.as_mut().unwrap().memory_limit_in_bytes = 32 << 20;
+    // Aborting on a refused allocation (a trap) is an OOM kill.
+    let id = node.run(&pod, "oom", "berth.test/oom:1", limited);
+    let s = node.wait_exited(&id);
+    assert_eq!((s.exit_code, s.reason.as_str()), (137, "OOMKilled"), "{s:?}");
+    // A guest that handles the refusal and exits on its own is not.
+    let id = node.run(&pod, "handled", "berth.test/membomb:1", limited);
+    let s = node.wait_exited(&id);
+    assert_eq!((s.exit_code, s.reason.as_str()), (7, "Error"), "{s:?}");
+    node.remove_pod(&pod, Duration::from_secs(30));
+    node.wait_clean();
+}
+
+#[test]
+fn a_refused_oom_score_adj_names_its_cause_through_cri() {
+    // Without restrict_oom_score_adj, CRI asks for -998 for the pause
+    // container; a host that refuses it must say so.
+    let node = Node::start_with(&[], false);
+    let e = match node.try_run_pod("oomadj", |_| {}) {
+        Err(e) => e,
+        Ok(_) => {
+            // Root in the init user namespace may lower it: nothing to report.
+            let s = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+            panic!("RunPodSandbox with oomScoreAdj -998 succeeded here (oom_score_adj {s:?}); this host does not refuse it, so this test cannot show the error");
+        }
+    };
+    let msg = e.message();
+    assert!(msg.contains("oomScoreAdj") && msg.contains("oom_score_adj") && msg.contains("ermission denied"), "{msg}");
+}
