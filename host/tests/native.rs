@@ -245,3 +245,29 @@ fn a_refused_oom_score_names_its_cause() {
         assert!(o.stderr.contains(want), "the error lacks {want:?}: {}", o.stderr);
     }
 }
+
+#[test]
+fn the_helpers_read_only_binary_never_reaches_a_shared_host_mount() {
+    // berth's binary on a shared mount (as `/` is on systemd hosts): the
+    // read-only bind the native helper makes of it stays in the helper's
+    // own mount namespace, and the host's mount table is unchanged.
+    let b = Berth::new();
+    let d = tempfile::tempdir().unwrap();
+    let shared = d.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let sh = |args: &[&str]| assert!(std::process::Command::new(args[0]).args(&args[1..]).status().unwrap().success(), "{args:?}");
+    let s = shared.to_str().unwrap();
+    sh(&["mount", "--bind", s, s]);
+    sh(&["mount", "--make-shared", s]);
+    let exe = shared.join("berth");
+    std::fs::copy(env!("CARGO_BIN_EXE_berth"), &exe).unwrap();
+    let mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(s)).count();
+    let before = mounts();
+    let bundle = d.path().join("b");
+    busybox::bundle(&bundle, &["sh", "-c", "echo ran"], |_| {});
+    let o = std::process::Command::new(&exe).args(["run", "--bundle", bundle.to_str().unwrap()]).env("BERTH_ROOT", b.root.path()).stdin(std::process::Stdio::null()).output().unwrap();
+    let after = mounts();
+    sh(&["umount", "-l", s]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ran\n", "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(after, before, "the helper's mounts reached the host");
+}

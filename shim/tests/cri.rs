@@ -144,6 +144,11 @@ impl Node {
     }
 
     fn try_run_pod(&self, name: &str, tweak: impl FnOnce(&mut PodSandboxConfig)) -> Result<Pod, tonic::Status> {
+        self.try_run_pod_with("berth", name, tweak)
+    }
+
+    /// RunPodSandbox with runtime handler `handler` (`berth`, `runc`).
+    fn try_run_pod_with(&self, handler: &str, name: &str, tweak: impl FnOnce(&mut PodSandboxConfig)) -> Result<Pod, tonic::Status> {
         let uid = format!("uid-{name}-{}", std::process::id());
         let logs = self.c.dir.path().join("pods").join(&uid);
         std::fs::create_dir_all(&logs).unwrap();
@@ -161,7 +166,7 @@ impl Node {
             ..Default::default()
         };
         tweak(&mut config);
-        let req = RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: "berth".into() };
+        let req = RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: handler.into() };
         let id = self.call(|mut c| async move { c.run_pod_sandbox(req).await })?.pod_sandbox_id;
         Ok(Pod { id, config })
     }
@@ -623,4 +628,64 @@ fn a_refused_oom_score_adj_names_its_cause_through_cri() {
     };
     let msg = e.message();
     assert!(msg.contains("oomScoreAdj") && msg.contains("oom_score_adj") && msg.contains("ermission denied"), "{msg}");
+}
+
+/// A directory of the test's that is a shared mount of its own (kubelet
+/// makes its pods' volume directories so), unmounted on drop.
+struct SharedDir(PathBuf);
+
+impl SharedDir {
+    fn new(path: PathBuf) -> SharedDir {
+        std::fs::create_dir_all(&path).unwrap();
+        let ok = |args: &[&str]| assert!(Command::new("mount").args(args).arg(&path).arg(&path).status().unwrap().success(), "mount {args:?}");
+        ok(&["--bind"]);
+        let d = SharedDir(path);
+        assert!(Command::new("mount").arg("--make-shared").arg(&d.0).status().unwrap().success());
+        d
+    }
+}
+
+impl Drop for SharedDir {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-R").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn native_containers_honour_mount_propagation_as_runc_does() {
+    let node = Node::start(&[]);
+    for handler in ["runc", "berth"] {
+        let dir = node.c.dir.path().join(format!("prop-{handler}"));
+        let (both, down) = (SharedDir::new(dir.join("both")), SharedDir::new(dir.join("down")));
+        let pod = node.try_run_pod_with(handler, &format!("prop-{handler}"), |p| p.linux.as_mut().unwrap().security_context.as_mut().unwrap().privileged = true).unwrap_or_else(|e| panic!("{handler}: {e}"));
+        let id = node.run(&pod, "mounter", BUSYBOX, |c| {
+            c.command = vec!["/bin/sh".into(), "-c".into(), "mkdir -p /both/inner && mount -t tmpfs tmpfs /both/inner && echo from-container > /both/inner/f; exec sleep 1000".into()];
+            c.mounts = vec![
+                Mount { container_path: "/both".into(), host_path: both.0.display().to_string(), propagation: MountPropagation::PropagationBidirectional as i32, ..Default::default() },
+                Mount { container_path: "/down".into(), host_path: down.0.display().to_string(), propagation: MountPropagation::PropagationHostToContainer as i32, ..Default::default() },
+            ];
+            c.linux.as_mut().unwrap().security_context.as_mut().unwrap().privileged = true;
+        });
+        node.wait_running(&id);
+        // rshared: the container's mount reaches the host.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(both.0.join("inner/f")).ok().as_deref() != Some("from-container\n") {
+            assert!(Instant::now() < deadline, "{handler}: the container's mount under a Bidirectional volume never reached the host");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // rslave (and rshared): the host's later mount reaches the container.
+        for d in [&down.0, &both.0] {
+            let late = d.join("late");
+            std::fs::create_dir_all(&late).unwrap();
+            assert!(Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&late).status().unwrap().success());
+            std::fs::write(late.join("f"), "from-host").unwrap();
+        }
+        for inside in ["/down/late/f", "/both/late/f"] {
+            let r = node.exec_sync(&id, &["/bin/cat", inside]).unwrap_or_else(|e| panic!("{handler}: {e}"));
+            assert_eq!((r.exit_code, String::from_utf8_lossy(&r.stdout).as_ref()), (0, "from-host"), "{handler}: {inside}: {}", String::from_utf8_lossy(&r.stderr));
+        }
+        node.remove_pod(&pod, Duration::from_secs(30));
+        drop((both, down));
+    }
+    node.wait_clean();
 }

@@ -20,6 +20,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+mod preflight;
 pub mod usage;
 pub use usage::Usage;
 
@@ -38,33 +39,52 @@ pub const HELPER_ARG: &str = "__berth-native";
 /// is never exposed. Nothing is copied, and nothing outlives the helper's
 /// namespace.
 pub fn helper_command(verb: &str) -> std::io::Result<std::process::Command> {
-    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
     use std::os::unix::process::CommandExt;
     let exe = std::fs::read_link("/proc/self/exe")?;
     if exe.as_os_str().as_bytes().ends_with(b" (deleted)") {
         return Err(std::io::Error::other(format!("this binary ({}) was replaced on disk; restart it", exe.display())));
     }
     let path = std::ffi::CString::new(exe.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mount = std::ffi::CString::new(mount_point_of(&exe)?.into_os_string().into_vec()).map_err(std::io::Error::other)?;
     let mut cmd = std::process::Command::new(&exe);
     cmd.arg(HELPER_ARG).arg(verb);
     // SAFETY: the closure runs between fork and exec and makes only
     // async-signal-safe system calls on data prepared before the fork.
     unsafe {
-        cmd.pre_exec(move || read_only_self(&path));
+        cmd.pre_exec(move || read_only_self(&path, &mount));
     }
     Ok(cmd)
 }
 
-/// In the forked child: a private mount namespace where `exe` is a
-/// read-only bind mount of itself.
-fn read_only_self(exe: &std::ffi::CStr) -> std::io::Result<()> {
+/// The mount point of the mount that holds `path` (the topmost of the
+/// longest mount points above it).
+fn mount_point_of(path: &Path) -> std::io::Result<PathBuf> {
+    let infos = procfs::process::Process::myself().and_then(|p| p.mountinfo()).map_err(|e| std::io::Error::other(format!("reading /proc/self/mountinfo: {e}")))?;
+    let mut best: Option<PathBuf> = None;
+    for m in infos.iter().filter(|m| path.starts_with(&m.mount_point)) {
+        if best.as_ref().is_none_or(|b| m.mount_point.components().count() >= b.components().count()) {
+            best = Some(m.mount_point.clone());
+        }
+    }
+    Ok(best.unwrap_or_else(|| PathBuf::from("/")))
+}
+
+/// In the forked child: a mount namespace of its own where `exe` is a
+/// read-only bind mount of itself. Only the mount that holds `exe`
+/// (`mount`) becomes a slave, so that the bind never reaches the host;
+/// every other mount keeps its propagation, so that a container's shared
+/// (Bidirectional) volumes stay the host's peers, as with runc.
+/// (Container mounts are made in the container's own mount namespace,
+/// whose root is a slave unless the spec's rootfsPropagation says
+/// otherwise; see [`preflight`].)
+fn read_only_self(exe: &std::ffi::CStr, mount: &std::ffi::CStr) -> std::io::Result<()> {
     let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
     // SAFETY: plain system calls with valid, NUL-terminated paths; they
     // change only this (child) process's mount namespace.
     unsafe {
         check(libc::unshare(libc::CLONE_NEWNS))?;
-        // Nothing mounted here propagates back to the host.
-        check(libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_SLAVE | libc::MS_REC, std::ptr::null()))?;
+        check(libc::mount(std::ptr::null(), mount.as_ptr(), std::ptr::null(), libc::MS_SLAVE, std::ptr::null()))?;
         check(libc::mount(exe.as_ptr(), exe.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()))?;
         check(libc::mount(std::ptr::null(), exe.as_ptr(), std::ptr::null(), libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY, std::ptr::null()))
     }
@@ -150,24 +170,10 @@ pub struct CreateRequest<'a> {
 pub fn create(req: CreateRequest<'_>) -> Result<i32, NativeError> {
     let id = req.id;
     std::fs::create_dir_all(req.state_root).map_err(|e| NativeError::Op { id: id.into(), what: "creating its state directory", reason: format!("{}: {e}", req.state_root.display()) })?;
-    oom_score_adj(id, req.bundle)?;
+    preflight::check(id, req.bundle)?;
     let b = builder(id, req.state_root, req.stdio, req.console_socket)?;
     let c = b.validate_id().map_err(op(id, "checking its id"))?.as_init(req.bundle).with_systemd(false).with_detach(true).build().map_err(op(id, "creating it"))?;
     c.pid().map(|p| p.as_raw()).ok_or_else(|| NativeError::Op { id: id.into(), what: "creating it", reason: "no process was left running".into() })
-}
-
-/// Sets the spec's `process.oomScoreAdj` on this process, as libcontainer
-/// is about to (the container inherits it), so that a host that refuses
-/// the score is named with its cause: libcontainer reports only "io
-/// error". A spec that cannot be read is left to libcontainer to report.
-fn oom_score_adj(id: &str, bundle: &Path) -> Result<(), NativeError> {
-    let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else { return Ok(()) };
-    let Some(score) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) else { return Ok(()) };
-    std::fs::write("/proc/self/oom_score_adj", score.to_string()).map_err(|e| NativeError::Op {
-        id: id.into(),
-        what: "setting its process.oomScoreAdj",
-        reason: format!("writing {score} to /proc/self/oom_score_adj: {e}; scores run from -1000 to 1000, and a host may refuse negative ones (with containerd's CRI plugin, set restrict_oom_score_adj = true)"),
-    })
 }
 
 /// A builder for container `id` with its state under `state_root` and the
