@@ -43,12 +43,5 @@ fn main() {
     });
     samples.sort();
     let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6;
-    eprintln!(
-        "instantiate+run {}: n={} median={:.1}us p10={:.1}us p90={:.1}us",
-        module.display(),
-        samples.len(),
-        pct(0.5),
-        pct(0.1),
-        pct(0.9)
-    );
+    eprintln!("instantiate+run {}: n={} median={:.1}us p10={:.1}us p90={:.1}us", module.display(), samples.len(), pct(0.5), pct(0.1), pct(0.9));
 }

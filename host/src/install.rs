@@ -64,7 +64,15 @@ pub fn add_runtime(path: &str, text: &str) -> Result<Edit, InstallError> {
     let trailing = doc.trailing().as_str().unwrap_or("").to_string();
     doc.set_trailing("");
     let before = doc.to_string();
-    let implied = if from_base { if path.ends_with("config-v3.toml.tmpl") { 3 } else { 2 } } else { 1 };
+    let implied = if from_base {
+        if path.ends_with("config-v3.toml.tmpl") {
+            3
+        } else {
+            2
+        }
+    } else {
+        1
+    };
     let version = doc.get("version").and_then(Item::as_integer).unwrap_or(implied);
     let plugin = match version {
         2 => "io.containerd.grpc.v1.cri",
@@ -83,11 +91,13 @@ pub fn add_runtime(path: &str, text: &str) -> Result<Edit, InstallError> {
         runc["runtime_type"] = value(DEFAULT_RUNTIME.1);
         runtimes.insert(DEFAULT_RUNTIME.0, Item::Table(runc));
     }
-    let table = table_at(runtimes, &[RUNTIME_NAME], path).map_err(|_| InstallError::NotATable { path: path.into(), key: format!("{runtimes_key}.{RUNTIME_NAME}") })?;
+    let table =
+        table_at(runtimes, &[RUNTIME_NAME], path).map_err(|_| InstallError::NotATable { path: path.into(), key: format!("{runtimes_key}.{RUNTIME_NAME}") })?;
     table.set_implicit(false);
     table["runtime_type"] = value(RUNTIME_TYPE);
     for k in ["pod_annotations", "container_annotations"] {
-        let mut list: Vec<String> = table.get(k).and_then(Item::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
+        let mut list: Vec<String> =
+            table.get(k).and_then(Item::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
         if !list.iter().any(|a| a == "berth.dev/*") {
             list.push("berth.dev/*".into());
         }

@@ -105,9 +105,7 @@ fn corrupt_cache_entry_is_recompiled() {
 #[test]
 fn json_logs() {
     let b = Berth::new();
-    let out = common::Out::from(
-        b.cmd().env("BERTH_LOG", "debug").args(["--log-format", "json", "run", guests::HELLO_P1]).output().unwrap(),
-    );
+    let out = common::Out::from(b.cmd().env("BERTH_LOG", "debug").args(["--log-format", "json", "run", guests::HELLO_P1]).output().unwrap());
     out.expect_code(0);
     let lines: Vec<&str> = out.stderr.lines().collect();
     assert!(!lines.is_empty());
@@ -145,8 +143,11 @@ fn compiling_precompiled_code_says_so() {
     let b = Berth::new();
     b.run(&["compile", guests::HELLO_P1, "-o", cwasm.to_str().unwrap()]).expect_code(0);
     let again = t.path().join("again.cwasm");
-    b.run(&["compile", cwasm.to_str().unwrap(), "-o", again.to_str().unwrap()])
-        .expect_berth_error(&["hello.cwasm", "precompiled wasmtime code", "--allow-precompiled"]);
+    b.run(&["compile", cwasm.to_str().unwrap(), "-o", again.to_str().unwrap()]).expect_berth_error(&[
+        "hello.cwasm",
+        "precompiled wasmtime code",
+        "--allow-precompiled",
+    ]);
     assert!(!again.exists());
 }
 
@@ -181,9 +182,7 @@ fn a_state_root_under_another_users_directory_gets_no_cache() {
     std::fs::create_dir(&theirs).unwrap();
     std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).unwrap();
     let root = theirs.join("berth");
-    let run = |args: &[&str]| {
-        common::Out::from(Berth::new().cmd().env("BERTH_ROOT", &root).env("BERTH_LOG", "berth_host=debug").args(args).output().unwrap())
-    };
+    let run = |args: &[&str]| common::Out::from(Berth::new().cmd().env("BERTH_ROOT", &root).env("BERTH_LOG", "berth_host=debug").args(args).output().unwrap());
     run(&["run", guests::HELLO_P1]).expect_code(0);
     let second = run(&["run", guests::HELLO_P1]);
     assert_eq!(second.expect_code(0).stdout, "hello from a berth guest (p1 module)\n");

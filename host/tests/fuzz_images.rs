@@ -114,9 +114,18 @@ proptest! {
 
 fn json_value() -> impl Strategy<Value = Value> {
     let keys = prop_oneof![
-        Just("mediaType"), Just("digest"), Just("size"), Just("manifests"), Just("layers"),
-        Just("config"), Just("platform"), Just("annotations"), Just("os"), Just("architecture"),
-        Just("schemaVersion"), Just("io.containerd.image.name"),
+        Just("mediaType"),
+        Just("digest"),
+        Just("size"),
+        Just("manifests"),
+        Just("layers"),
+        Just("config"),
+        Just("platform"),
+        Just("annotations"),
+        Just("os"),
+        Just("architecture"),
+        Just("schemaVersion"),
+        Just("io.containerd.image.name"),
     ];
     let leaf = prop_oneof![
         Just(Value::Null),
@@ -129,13 +138,13 @@ fn json_value() -> impl Strategy<Value = Value> {
             Just("wasi".to_string()),
             Just("example.com/x:1".to_string()),
             ".{0,12}",
-        ].prop_map(Value::String),
+        ]
+        .prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 48, 6, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::vec((keys.clone(), inner), 0..6)
-                .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+            prop::collection::vec((keys.clone(), inner), 0..6).prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
         ]
     })
 }

@@ -56,14 +56,25 @@ fn layer(f: impl FnOnce(&mut RawTar)) -> Vec<u8> {
 fn refused(r: Result<Stats, UnpackError>, needle: &str) {
     let e = r.expect_err("the layer must be refused");
     let msg = format!("{e:#}");
-    assert!(msg.contains(needle) || e.to_string().contains(needle) || std::error::Error::source(&e).is_some_and(|s| s.to_string().contains(needle)), "error {msg:?} lacks {needle:?}");
+    assert!(
+        msg.contains(needle) || e.to_string().contains(needle) || std::error::Error::source(&e).is_some_and(|s| s.to_string().contains(needle)),
+        "error {msg:?} lacks {needle:?}"
+    );
 }
 
 #[test]
 fn dot_dot_paths_are_refused() {
     for name in ["../escape", "a/../../escape", "./../escape", "/../escape", "a/b/../../../escape"] {
         let s = Sandbox::new();
-        refused(s.unpack(&[layer(|t| { t.entry(name, Kind::File(b"x"), 0o644); })], Limits::default()), "'..'");
+        refused(
+            s.unpack(
+                &[layer(|t| {
+                    t.entry(name, Kind::File(b"x"), 0o644);
+                })],
+                Limits::default(),
+            ),
+            "'..'",
+        );
         assert!(!s.dir.path().join("escape").exists());
     }
 }
@@ -72,7 +83,14 @@ fn dot_dot_paths_are_refused() {
 fn absolute_paths_land_inside_the_rootfs() {
     let s = Sandbox::new();
     let host_victim = format!("{}/victim", s.host());
-    s.unpack(&[layer(|t| { t.entry(&host_victim, Kind::File(b"pwned"), 0o644); t.entry("/etc/passwd", Kind::File(b"root"), 0o644); })], Limits::default()).unwrap();
+    s.unpack(
+        &[layer(|t| {
+            t.entry(&host_victim, Kind::File(b"pwned"), 0o644);
+            t.entry("/etc/passwd", Kind::File(b"root"), 0o644);
+        })],
+        Limits::default(),
+    )
+    .unwrap();
     assert_eq!(std::fs::read(s.root().join(host_victim.trim_start_matches('/'))).unwrap(), b"pwned");
     assert_eq!(std::fs::read(s.root().join("etc/passwd")).unwrap(), b"root");
 }
@@ -91,7 +109,15 @@ fn writes_through_symlinks_stay_inside() {
     s.unpack(std::slice::from_ref(&l), Limits::default()).unwrap();
     for via in ["abs/victim", "rel/victim", "deep/victim", "abs/planted", "rel/dir/planted"] {
         let s = Sandbox::new();
-        let r = s.unpack(&[l.clone(), layer(|t| { t.entry(via, Kind::File(b"pwned"), 0o644); })], Limits::default());
+        let r = s.unpack(
+            &[
+                l.clone(),
+                layer(|t| {
+                    t.entry(via, Kind::File(b"pwned"), 0o644);
+                }),
+            ],
+            Limits::default(),
+        );
         // Either refused (the re-rooted target does not exist) or written
         // inside the rootfs; never outside (checked by `unpack`).
         if r.is_ok() {
@@ -101,7 +127,15 @@ fn writes_through_symlinks_stay_inside() {
     }
     // A symlink to a directory inside the rootfs is followed, inside.
     let s = Sandbox::new();
-    s.unpack(&[layer(|t| { t.entry("usr/bin/", Kind::Dir, 0o755); t.entry("bin", Kind::Symlink("/usr/bin"), 0o777); t.entry("bin/sh", Kind::File(b"sh"), 0o755); })], Limits::default()).unwrap();
+    s.unpack(
+        &[layer(|t| {
+            t.entry("usr/bin/", Kind::Dir, 0o755);
+            t.entry("bin", Kind::Symlink("/usr/bin"), 0o777);
+            t.entry("bin/sh", Kind::File(b"sh"), 0o755);
+        })],
+        Limits::default(),
+    )
+    .unwrap();
     assert_eq!(std::fs::read(s.root().join("usr/bin/sh")).unwrap(), b"sh");
 }
 
@@ -110,7 +144,14 @@ fn a_file_replaces_a_symlink_instead_of_writing_through_it() {
     let s = Sandbox::new();
     let victim = format!("{}/victim", s.host());
     s.unpack(
-        &[layer(|t| { t.entry("x", Kind::Symlink(&victim), 0o777); }), layer(|t| { t.entry("x", Kind::File(b"pwned"), 0o644); })],
+        &[
+            layer(|t| {
+                t.entry("x", Kind::Symlink(&victim), 0o777);
+            }),
+            layer(|t| {
+                t.entry("x", Kind::File(b"pwned"), 0o644);
+            }),
+        ],
         Limits::default(),
     )
     .unwrap();
@@ -119,7 +160,15 @@ fn a_file_replaces_a_symlink_instead_of_writing_through_it() {
     // The same within one layer, and for a directory entry.
     let s = Sandbox::new();
     let host = s.host();
-    s.unpack(&[layer(|t| { t.entry("d", Kind::Symlink(&host), 0o777); t.entry("d/", Kind::Dir, 0o700); t.entry("d/f", Kind::File(b"f"), 0o644); })], Limits::default()).unwrap();
+    s.unpack(
+        &[layer(|t| {
+            t.entry("d", Kind::Symlink(&host), 0o777);
+            t.entry("d/", Kind::Dir, 0o700);
+            t.entry("d/f", Kind::File(b"f"), 0o644);
+        })],
+        Limits::default(),
+    )
+    .unwrap();
     assert!(std::fs::symlink_metadata(s.root().join("d")).unwrap().is_dir());
 }
 
@@ -127,24 +176,60 @@ fn a_file_replaces_a_symlink_instead_of_writing_through_it() {
 fn hardlinks_cannot_reach_outside() {
     let s = Sandbox::new();
     let victim = format!("{}/victim", s.host());
-    refused(s.unpack(&[layer(|t| { t.entry("hl", Kind::Hardlink("../host/victim"), 0o644); })], Limits::default()), "'..'");
+    refused(
+        s.unpack(
+            &[layer(|t| {
+                t.entry("hl", Kind::Hardlink("../host/victim"), 0o644);
+            })],
+            Limits::default(),
+        ),
+        "'..'",
+    );
     // An absolute target is re-rooted: the host file is not there.
-    refused(s.unpack(&[layer(|t| { t.entry("hl", Kind::Hardlink(&victim), 0o644); })], Limits::default()), "not in the rootfs");
+    refused(
+        s.unpack(
+            &[layer(|t| {
+                t.entry("hl", Kind::Hardlink(&victim), 0o644);
+            })],
+            Limits::default(),
+        ),
+        "not in the rootfs",
+    );
     // Through a symlinked directory pointing out.
     let host = s.host();
     refused(
-        s.unpack(&[layer(|t| { t.entry("out", Kind::Symlink(&host), 0o777); t.entry("hl", Kind::Hardlink("out/victim"), 0o644); })], Limits::default()),
+        s.unpack(
+            &[layer(|t| {
+                t.entry("out", Kind::Symlink(&host), 0o777);
+                t.entry("hl", Kind::Hardlink("out/victim"), 0o644);
+            })],
+            Limits::default(),
+        ),
         "not in the rootfs",
     );
     assert_eq!(std::fs::metadata(&victim).unwrap().nlink(), 1, "no new link to the host file");
     // A hard link to a symlink links the symlink itself, not its target.
     let s = Sandbox::new();
-    s.unpack(&[layer(|t| { t.entry("ln", Kind::Symlink(&victim), 0o777); t.entry("hl", Kind::Hardlink("ln"), 0o644); })], Limits::default()).unwrap();
+    s.unpack(
+        &[layer(|t| {
+            t.entry("ln", Kind::Symlink(&victim), 0o777);
+            t.entry("hl", Kind::Hardlink("ln"), 0o644);
+        })],
+        Limits::default(),
+    )
+    .unwrap();
     assert!(std::fs::symlink_metadata(s.root().join("hl")).unwrap().file_type().is_symlink());
     assert_eq!(std::fs::metadata(&victim).unwrap().nlink(), 1);
     // Hard links inside the rootfs work.
     let s = Sandbox::new();
-    s.unpack(&[layer(|t| { t.entry("a", Kind::File(b"same"), 0o644); t.entry("b", Kind::Hardlink("a"), 0o644); })], Limits::default()).unwrap();
+    s.unpack(
+        &[layer(|t| {
+            t.entry("a", Kind::File(b"same"), 0o644);
+            t.entry("b", Kind::Hardlink("a"), 0o644);
+        })],
+        Limits::default(),
+    )
+    .unwrap();
     assert_eq!(std::fs::metadata(s.root().join("b")).unwrap().ino(), std::fs::metadata(s.root().join("a")).unwrap().ino());
 }
 
@@ -175,8 +260,24 @@ fn whiteouts_only_remove_inside() {
     assert!(s.root().join("keep/a").exists());
     assert!(!s.root().join("opq/old").exists() && s.root().join("opq/new").exists());
     assert!(std::path::Path::new(&format!("{host}/victim")).exists());
-    refused(s.unpack(&[layer(|t| { t.entry("../.wh.host", Kind::File(b""), 0o644); })], Limits::default()), "'..'");
-    refused(s.unpack(&[layer(|t| { t.entry(".wh...", Kind::File(b""), 0o644); })], Limits::default()), "whiteout");
+    refused(
+        s.unpack(
+            &[layer(|t| {
+                t.entry("../.wh.host", Kind::File(b""), 0o644);
+            })],
+            Limits::default(),
+        ),
+        "'..'",
+    );
+    refused(
+        s.unpack(
+            &[layer(|t| {
+                t.entry(".wh...", Kind::File(b""), 0o644);
+            })],
+            Limits::default(),
+        ),
+        "whiteout",
+    );
 }
 
 #[test]
@@ -204,41 +305,114 @@ fn devices_are_skipped_and_setuid_dropped() {
 #[test]
 fn pax_records_cannot_smuggle_paths() {
     let s = Sandbox::new();
-    let r = s.unpack(&[layer(|t| { t.pax(&[("path", "../../pax-escape")]); t.entry("innocent", Kind::File(b"x"), 0o644); })], Limits::default());
+    let r = s.unpack(
+        &[layer(|t| {
+            t.pax(&[("path", "../../pax-escape")]);
+            t.entry("innocent", Kind::File(b"x"), 0o644);
+        })],
+        Limits::default(),
+    );
     refused(r, "'..'");
     let victim = format!("{}/victim", s.host());
-    let r = s.unpack(&[layer(|t| { t.pax(&[("linkpath", "../host/victim")]); t.entry("hl", Kind::Hardlink("ok"), 0o644); })], Limits::default());
+    let r = s.unpack(
+        &[layer(|t| {
+            t.pax(&[("linkpath", "../host/victim")]);
+            t.entry("hl", Kind::Hardlink("ok"), 0o644);
+        })],
+        Limits::default(),
+    );
     refused(r, "'..'");
     // An absolute PAX path is re-rooted like any other.
-    s.unpack(&[layer(|t| { t.pax(&[("path", &victim)]); t.entry("x", Kind::File(b"inside"), 0o644); })], Limits::default()).unwrap();
+    s.unpack(
+        &[layer(|t| {
+            t.pax(&[("path", &victim)]);
+            t.entry("x", Kind::File(b"inside"), 0o644);
+        })],
+        Limits::default(),
+    )
+    .unwrap();
     assert_eq!(std::fs::read(s.root().join(victim.trim_start_matches('/'))).unwrap(), b"inside");
     // A PAX size far beyond the data.
-    refused(s.unpack(&[layer(|t| { t.pax(&[("size", "1099511627776")]); t.entry("big", Kind::File(b"x"), 0o644); })], Limits::default()), "");
+    refused(
+        s.unpack(
+            &[layer(|t| {
+                t.pax(&[("size", "1099511627776")]);
+                t.entry("big", Kind::File(b"x"), 0o644);
+            })],
+            Limits::default(),
+        ),
+        "",
+    );
 }
 
 #[test]
 fn sizes_and_counts_are_capped() {
     let s = Sandbox::new();
     let small = Limits { max_bytes: 1000, max_entries: 100 };
-    let r = s.unpack(&[layer(|t| { t.lying_file("huge", 1 << 40, b"tiny"); })], small);
+    let r = s.unpack(
+        &[layer(|t| {
+            t.lying_file("huge", 1 << 40, b"tiny");
+        })],
+        small,
+    );
     assert!(matches!(r, Err(UnpackError::TooLarge { .. })), "{r:?}");
-    let r = s.unpack(&[layer(|t| { t.entry("a", Kind::File(&[7; 600]), 0o644); t.entry("b", Kind::File(&[7; 600]), 0o644); })], small);
+    let r = s.unpack(
+        &[layer(|t| {
+            t.entry("a", Kind::File(&[7; 600]), 0o644);
+            t.entry("b", Kind::File(&[7; 600]), 0o644);
+        })],
+        small,
+    );
     assert!(matches!(r, Err(UnpackError::TooLarge { .. })), "{r:?}");
-    let r = s.unpack(&[layer(|t| { for i in 0..101 { t.entry(&format!("f{i}"), Kind::File(b""), 0o644); } })], small);
+    let r = s.unpack(
+        &[layer(|t| {
+            for i in 0..101 {
+                t.entry(&format!("f{i}"), Kind::File(b""), 0o644);
+            }
+        })],
+        small,
+    );
     assert!(matches!(r, Err(UnpackError::TooManyEntries { .. })), "{r:?}");
     // A header that promises more data than the stream has.
-    refused(Sandbox::new().unpack(&[layer(|t| { t.lying_file("short", 5000, b"only this"); })], Limits::default()), "");
+    refused(
+        Sandbox::new().unpack(
+            &[layer(|t| {
+                t.lying_file("short", 5000, b"only this");
+            })],
+            Limits::default(),
+        ),
+        "",
+    );
 }
 
 #[test]
 fn symlink_loops_and_odd_names_fail_cleanly() {
     let s = Sandbox::new();
-    let r = s.unpack(&[layer(|t| { t.entry("a", Kind::Symlink("b"), 0o777); t.entry("b", Kind::Symlink("a"), 0o777); t.entry("a/x", Kind::File(b"x"), 0o644); })], Limits::default());
+    let r = s.unpack(
+        &[layer(|t| {
+            t.entry("a", Kind::Symlink("b"), 0o777);
+            t.entry("b", Kind::Symlink("a"), 0o777);
+            t.entry("a/x", Kind::File(b"x"), 0o644);
+        })],
+        Limits::default(),
+    );
     assert!(r.is_err());
     // A file where a directory is needed.
-    let r = s.unpack(&[layer(|t| { t.entry("f", Kind::File(b""), 0o644); t.entry("f/x", Kind::File(b""), 0o644); })], Limits::default());
+    let r = s.unpack(
+        &[layer(|t| {
+            t.entry("f", Kind::File(b""), 0o644);
+            t.entry("f/x", Kind::File(b""), 0o644);
+        })],
+        Limits::default(),
+    );
     refused(r, "not a directory");
     // Proc magic links are not followed.
-    let r = Sandbox::new().unpack(&[layer(|t| { t.entry("p", Kind::Symlink("/proc/self/root/tmp"), 0o777); t.entry("p/x", Kind::File(b""), 0o644); })], Limits::default());
+    let r = Sandbox::new().unpack(
+        &[layer(|t| {
+            t.entry("p", Kind::Symlink("/proc/self/root/tmp"), 0o777);
+            t.entry("p/x", Kind::File(b""), 0o644);
+        })],
+        Limits::default(),
+    );
     assert!(r.is_err(), "{r:?}");
 }

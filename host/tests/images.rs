@@ -277,7 +277,11 @@ fn docker_save_archives_and_compressed_layers_import() {
 
     // gzip and zstd layers, and a gzip-compressed archive.
     for (name, packed) in [
-        ("gz", { let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()); std::io::Write::write_all(&mut e, &layer).unwrap(); e.finish().unwrap() }),
+        ("gz", {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut e, &layer).unwrap();
+            e.finish().unwrap()
+        }),
         ("zst", zstd::encode_all(&layer[..], 3).unwrap()),
     ] {
         let mut a = Archive::default();
@@ -320,9 +324,7 @@ fn concurrent_imports_all_land() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("h.tar");
     build(&b, guests::HELLO_P1, "example.com/c:0", &[], &p);
-    let children: Vec<_> = (0..6)
-        .map(|i| b.cmd().args(["image", "import", p.to_str().unwrap(), "--name", &format!("example.com/c:{i}")]).output())
-        .collect();
+    let children: Vec<_> = (0..6).map(|i| b.cmd().args(["image", "import", p.to_str().unwrap(), "--name", &format!("example.com/c:{i}")]).output()).collect();
     for c in children {
         let o = common::Out::from(c.unwrap());
         o.expect_code(0);

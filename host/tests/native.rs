@@ -218,13 +218,20 @@ fn a_failed_native_create_is_reported_and_leaves_nothing() {
         a.insert("io.kubernetes.cri.container-type".to_string(), "sandbox".to_string());
         s.set_annotations(Some(a));
     });
-    let child = b.cmd().args(["run", "--bundle", d.path().to_str().unwrap()]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = b
+        .cmd()
+        .args(["run", "--bundle", d.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let id = format!("berth-run-{}", child.id());
     let o = common::Out::from(child.wait_with_output().unwrap());
     assert_eq!(o.code, 125, "{o:?}");
     assert!(o.stderr.contains("/no/such/program"), "the error names the program: {o:?}");
     assert!(!std::path::Path::new("/run/berth/native").join(&id).exists(), "state of {id} left behind");
-    let lingering = std::fs::read_dir("/proc").unwrap().flatten().filter(|e| std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default().contains(&id)).count();
+    let lingering =
+        std::fs::read_dir("/proc").unwrap().flatten().filter(|e| std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default().contains(&id)).count();
     assert_eq!(lingering, 0, "a process of {id} was left running");
 }
 
@@ -265,7 +272,12 @@ fn the_helpers_read_only_binary_never_reaches_a_shared_host_mount() {
     let before = mounts();
     let bundle = d.path().join("b");
     busybox::bundle(&bundle, &["sh", "-c", "echo ran"], |_| {});
-    let o = std::process::Command::new(&exe).args(["run", "--bundle", bundle.to_str().unwrap()]).env("BERTH_ROOT", b.root.path()).stdin(std::process::Stdio::null()).output().unwrap();
+    let o = std::process::Command::new(&exe)
+        .args(["run", "--bundle", bundle.to_str().unwrap()])
+        .env("BERTH_ROOT", b.root.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
     let after = mounts();
     sh(&["umount", "-l", s]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "ran\n", "{}", String::from_utf8_lossy(&o.stderr));

@@ -77,11 +77,7 @@ fn connect_elsewhere_is_denied_inside_the_guest() {
         args.extend([guests::TCP_CLIENT_P2, target.as_str()]);
         let out = b.run(&args);
         out.expect_code(1);
-        assert!(
-            out.stdout.contains("connect-error kind=PermissionDenied"),
-            "with {extra:?} the guest must see a permission error, got {}",
-            out.stdout
-        );
+        assert!(out.stdout.contains("connect-error kind=PermissionDenied"), "with {extra:?} the guest must see a permission error, got {}", out.stdout);
     }
     // the server never saw a connection from the guest
     assert_eq!(server.finish(), Vec::<String>::new());
@@ -96,12 +92,8 @@ fn listen_on_granted_address_serves() {
     let port = free_port();
     let b = Berth::new();
     let rule = format!("127.0.0.1/32:{port}");
-    let mut child = b
-        .cmd()
-        .args(["run", "--net-listen", &rule, guests::TCP_SERVER_P2, &format!("127.0.0.1:{port}")])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        b.cmd().args(["run", "--net-listen", &rule, guests::TCP_SERVER_P2, &format!("127.0.0.1:{port}")]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "listening");
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -129,7 +121,5 @@ fn listen_without_grant_is_denied() {
 
 #[test]
 fn bad_rules_are_clear_errors() {
-    Berth::new()
-        .run(&["run", "--net-connect", "localhost:80", guests::TCP_CLIENT_P2, "x"])
-        .expect_berth_error(&["--net-connect", "localhost:80", "CIDR:PORT"]);
+    Berth::new().run(&["run", "--net-connect", "localhost:80", guests::TCP_CLIENT_P2, "x"]).expect_berth_error(&["--net-connect", "localhost:80", "CIDR:PORT"]);
 }

@@ -22,10 +22,7 @@ fn args_env_and_exit_codes_round_trip_p1() {
     let b = Berth::new();
     let out = b.run(&["run", "-e", "GREETING=hi there", "-e", "EMPTY=", guests::ARGS_ENV_P1, "a", "b c", "--exit", "42"]);
     out.expect_code(42);
-    let want = format!(
-        "arg[0]={}\narg[1]=a\narg[2]=b c\narg[3]=--exit\narg[4]=42\nenv EMPTY=\nenv GREETING=hi there\n",
-        guests::ARGS_ENV_P1
-    );
+    let want = format!("arg[0]={}\narg[1]=a\narg[2]=b c\narg[3]=--exit\narg[4]=42\nenv EMPTY=\nenv GREETING=hi there\n", guests::ARGS_ENV_P1);
     assert!(out.stdout.starts_with(&want), "got:\n{}", out.stdout);
     for code in ["0", "1", "7", "125"] {
         b.run(&["run", guests::ARGS_ENV_P1, "--exit", code]).expect_code(code.parse().unwrap());

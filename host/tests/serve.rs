@@ -31,9 +31,7 @@ fn a_thousand_keep_alive_requests_are_answered() {
     let b = Berth::new();
     let s = Server::start(&b, &[]);
     let urls: Vec<String> = (0..20).map(|i| s.url(&format!("/r{i}"))).collect();
-    let clients: Vec<_> = (0..50)
-        .map(|_| Command::new("curl").args(["-s", "-m", "60"]).args(&urls).stdout(Stdio::piped()).spawn().expect("curl"))
-        .collect();
+    let clients: Vec<_> = (0..50).map(|_| Command::new("curl").args(["-s", "-m", "60"]).args(&urls).stdout(Stdio::piped()).spawn().expect("curl")).collect();
     let mut answered = 0;
     for c in clients {
         let o = c.wait_with_output().unwrap();
@@ -113,7 +111,11 @@ fn outbound_http_goes_only_to_allowed_origins() {
     let (_, body) = curl(&[&s2.url(&format!("/fetch?to=127.0.0.1:{allowed_port}/ping"))]);
     assert!(body.starts_with("fetch-error:") && body.contains("HttpRequestDenied"), "{body}");
     assert_eq!(allowed_hits.load(SeqCst), 1);
-    b.run(&["serve", guests::HTTP_HELLO_P2, "--http-outbound", "api.example.com"]).expect_berth_error(&["--http-outbound", "api.example.com", "http[s]://HOST"]);
+    b.run(&["serve", guests::HTTP_HELLO_P2, "--http-outbound", "api.example.com"]).expect_berth_error(&[
+        "--http-outbound",
+        "api.example.com",
+        "http[s]://HOST",
+    ]);
 }
 
 #[test]

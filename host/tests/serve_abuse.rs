@@ -273,7 +273,11 @@ fn mixed_abuse_leaves_good_clients_served_and_capacity_whole() {
     ];
     for g in good {
         let bad = g.join().unwrap();
-        assert!(bad.is_empty(), "well-behaved requests failed: {bad:?}\n{}", s.log.lock().unwrap().lines().filter(|l| l.contains("503") || l.contains("WARN")).collect::<Vec<_>>().join("\n"));
+        assert!(
+            bad.is_empty(),
+            "well-behaved requests failed: {bad:?}\n{}",
+            s.log.lock().unwrap().lines().filter(|l| l.contains("503") || l.contains("WARN")).collect::<Vec<_>>().join("\n")
+        );
     }
     for a in abusers {
         a.join().unwrap();

@@ -3,23 +3,23 @@
 //! container; its state (created, running, stopped), its exit, and its
 //! exec'd processes.
 use crate::exec::Exec;
-pub use crate::lifecycle::{timestamp, Exited, Status};
 use crate::lifecycle::Lifecycle;
+pub use crate::lifecycle::{timestamp, Exited, Status};
 use berth_host::containerd;
 use berth_host::native::Usage;
-use berth_host::wasm::netns::NetNamespace;
+use berth_host::oci::annotations::DEFAULT_HTTP_ADDR;
 use berth_host::oci::entry::EntryError;
 use berth_host::oci::image::{build, store::Store};
 use berth_host::oci::{bundle, detect};
 use berth_host::plan::{ModuleSource, RunPlan, Stdio};
-use berth_host::oci::annotations::DEFAULT_HTTP_ADDR;
 use berth_host::wasm::http::{self, HttpService};
+use berth_host::wasm::netns::NetNamespace;
 use berth_host::wasm::{server, Interrupt, Meter, Prepared, Reason, Runtime};
 use containerd_shim_protos::api::Mount;
 use futures::FutureExt;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::collections::HashMap;
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,9 @@ pub enum CreateError {
     },
     #[error("container {id}: process.user is {uid}:{gid}, but wasi:http components are served inside the shim, which cannot hold them to another user's file access; serve it as 0:0 (the guest still sees only its rootfs and mounts)")]
     User { id: String, uid: u32, gid: u32 },
-    #[error("container {id}: serving wasi:http on {addr}: {reason}; choose another address with the BERTH_HTTP_ADDR env or the berth.dev/http-listen annotation")]
+    #[error(
+        "container {id}: serving wasi:http on {addr}: {reason}; choose another address with the BERTH_HTTP_ADDR env or the berth.dev/http-listen annotation"
+    )]
     Listen { id: String, addr: std::net::SocketAddr, reason: String },
     #[error("container {id}: {missing}; berth could not read its image from containerd as a wasm artifact: {reason}")]
     Artifact { id: String, missing: String, reason: String },
@@ -63,12 +65,7 @@ enum Job {
     /// Serves its `wasi:http/incoming-handler` until stopped: SIGTERM (any
     /// signal but SIGKILL) drains requests in flight and exits 0; SIGKILL
     /// ends it at once (137).
-    Serve {
-        service: Arc<HttpService>,
-        limits: server::Limits,
-        listener: Mutex<Option<std::net::TcpListener>>,
-        stop: watch::Sender<u32>,
-    },
+    Serve { service: Arc<HttpService>, limits: server::Limits, listener: Mutex<Option<std::net::TcpListener>>, stop: watch::Sender<u32> },
     /// A wasm container whose `process.user` is not root: run at Start by a
     /// worker process under that user ([`berth_host::wasm::worker`]).
     /// `module`: the digest of its wasm artifact layer in berth's store,
@@ -156,7 +153,8 @@ impl Container {
         let (kind, module) = match detect::detect(req.bundle, &spec) {
             Err(e) if entry_missing(&e) => {
                 let (image, module) = Self::artifact(&req, e).await.map_err(undo)?;
-                let reason = format!("args[0] is not in the rootfs and image {image} is a wasm artifact: its module is the {} layer", build::WASM_LAYER_MEDIA_TYPE);
+                let reason =
+                    format!("args[0] is not in the rootfs and image {image} is a wasm artifact: its module is the {} layer", build::WASM_LAYER_MEDIA_TYPE);
                 (detect::Detection { kind: detect::Kind::Wasm, reason }, Some(module))
             }
             r => (r.map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?, None),
@@ -270,10 +268,8 @@ impl Container {
         let other_user = plan.user.as_ref().filter(|u| u.uid != 0 || u.gid != 0).cloned();
         plan.stdio = Stdio::Paths { stdin: fifo(&req.stdio[0]), stdout: fifo(&req.stdio[1]), stderr: fifo(&req.stdio[2]) };
         let (rt, p) = (runtime.clone(), plan.clone());
-        let prepared = tokio::task::spawn_blocking(move || rt.prepare(&p))
-            .await
-            .expect("compile task")
-            .map_err(|source| CreateError::Load { id: id.clone(), source })?;
+        let prepared =
+            tokio::task::spawn_blocking(move || rt.prepare(&p)).await.expect("compile task").map_err(|source| CreateError::Load { id: id.clone(), source })?;
         let serves_http = http::is_http_handler(&prepared);
         // Guests run here make their sockets in the spec's network
         // namespace (a worker joins it itself).
@@ -292,9 +288,11 @@ impl Container {
             };
             Job::Worker { pid: Mutex::new(None), module }
         } else if serves_http {
-            let service = HttpService::metered(runtime.clone(), &prepared, &plan, meter.clone()).map_err(|source| CreateError::Load { id: id.clone(), source })?;
+            let service =
+                HttpService::metered(runtime.clone(), &prepared, &plan, meter.clone()).map_err(|source| CreateError::Load { id: id.clone(), source })?;
             let addr = plan.http_listen.unwrap_or_else(|| DEFAULT_HTTP_ADDR.parse().expect("default address"));
-            let listener = server::bind(addr, plan.net_namespace.as_deref()).map_err(|e| CreateError::Listen { id: id.clone(), addr, reason: e.to_string() })?;
+            let listener =
+                server::bind(addr, plan.net_namespace.as_deref()).map_err(|e| CreateError::Listen { id: id.clone(), addr, reason: e.to_string() })?;
             tracing::info!(container_id = %id, pod_id = %pod, address = %addr, net_namespace = ?plan.net_namespace, "wasi:http component: served, an instance per request");
             let default = server::Limits::default();
             let limits = server::Limits {
@@ -600,7 +598,9 @@ impl Container {
     /// Sets the window size of the container's terminal.
     pub fn resize(&self, width: u32, height: u32) -> Result<(), String> {
         match &self.job {
-            Job::Native { terminal: Some(t), .. } => crate::console::resize(t, width, height).map_err(|e| format!("container {}: resizing its terminal: {e}", self.id)),
+            Job::Native { terminal: Some(t), .. } => {
+                crate::console::resize(t, width, height).map_err(|e| format!("container {}: resizing its terminal: {e}", self.id))
+            }
             _ => Err(format!("container {} has no terminal", self.id)),
         }
     }

@@ -38,7 +38,8 @@ impl Exec {
         if exec_id.is_empty() || exec_id.len() > 128 || !exec_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || exec_id.starts_with('.') {
             return Err(format!("exec id {exec_id:?} must be 1-128 characters of letters, digits, '-', '_' or '.'"));
         }
-        serde_json::from_slice::<oci_spec::runtime::Process>(process_json).map_err(|e| format!("exec {exec_id}: the process spec is not a valid OCI process: {e}"))?;
+        serde_json::from_slice::<oci_spec::runtime::Process>(process_json)
+            .map_err(|e| format!("exec {exec_id}: the process spec is not a valid OCI process: {e}"))?;
         let process = bundle.join(format!("berth-exec-{exec_id}.json"));
         std::fs::write(&process, process_json).map_err(|e| format!("exec {exec_id}: writing {}: {e}", process.display()))?;
         Ok(Exec { id: exec_id.to_string(), stdio, process, pid: Mutex::new(None), life: Lifecycle::default(), terminal, master: Mutex::new(None) })

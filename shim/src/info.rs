@@ -20,7 +20,11 @@ fn features_json() -> Result<Vec<u8>, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let hooks = ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"].map(String::from).to_vec();
-    let annotations: std::collections::HashMap<String, String> = [("io.containerd.berth.v1.wasm".to_string(), "WASI preview 1 modules, WASI preview 2 components, wasi:http/incoming-handler served over HTTP".to_string())].into();
+    let annotations: std::collections::HashMap<String, String> = [(
+        "io.containerd.berth.v1.wasm".to_string(),
+        "WASI preview 1 modules, WASI preview 2 components, wasi:http/incoming-handler served over HTTP".to_string(),
+    )]
+    .into();
     let f = FeaturesBuilder::default()
         .oci_version_min("1.0.0")
         .oci_version_max(oci_spec::runtime::VERSION)

@@ -41,4 +41,3 @@ fn main() {
     };
     std::process::exit(code);
 }
-

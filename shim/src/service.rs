@@ -211,11 +211,7 @@ pub async fn serve(flags: &Flags) -> Result<(), String> {
     task.warm_up();
     let v3 = create_task(task.clone());
     let v2 = create_task(task).into_iter().map(|(name, s)| (name.replace("containerd.task.v3.", "containerd.task.v2."), s)).collect();
-    let mut server = Server::new()
-        .bind(&flags.socket)
-        .map_err(|e| format!("listening on {}: {e}", flags.socket))?
-        .register_service(v3)
-        .register_service(v2);
+    let mut server = Server::new().bind(&flags.socket).map_err(|e| format!("listening on {}: {e}", flags.socket))?.register_service(v3).register_service(v2);
     server.start().await.map_err(|e| format!("serving {}: {e}", flags.socket))?;
     signal_started();
     tracing::info!(socket = path, shim_pid = std::process::id(), "berth shim serving");

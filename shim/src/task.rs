@@ -1,13 +1,13 @@
 //! The task service containerd talks to: one per shim process, holding
 //! every container of the group.
 use crate::container::{timestamp, Container, CreateRequest, Exited, Status};
+use crate::exec::Exec;
 use async_trait::async_trait;
 use berth_host::wasm::{cache::Cache, EngineOptions, Runtime, WasmEngine};
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::TtrpcResult;
 use containerd_shim_protos::api::{self, Empty};
-use crate::exec::Exec;
 use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskStart};
 use containerd_shim_protos::protobuf::MessageDyn;
 use containerd_shim_protos::shim_async::Task;
@@ -75,7 +75,9 @@ impl TaskService {
     /// The shared engine, made on first use.
     fn runtime(&self) -> TtrpcResult<Arc<Runtime>> {
         let r = self.0.runtime.get_or_init(|| {
-            let engine = WasmEngine::new(&EngineOptions { pool_instances: pool_instances(), max_memory_bytes: MAX_MEMORY }).map_err(|e| e.to_string())?.compile_in_child();
+            let engine = WasmEngine::new(&EngineOptions { pool_instances: pool_instances(), max_memory_bytes: MAX_MEMORY })
+                .map_err(|e| e.to_string())?
+                .compile_in_child();
             let cache = Cache::new(berth_host::paths::cache_dir());
             Ok(Arc::new(Runtime::new(engine, cache, 1 << 30)))
         });
@@ -116,7 +118,6 @@ impl TaskService {
         }
     }
 }
-
 
 fn proto_status(s: Status) -> api::Status {
     match s {
@@ -183,7 +184,11 @@ impl Task for TaskService {
                 })
                 .await
                 .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
-            self.publish("/tasks/exec-started", Box::new(TaskExecStarted { container_id: req.id.clone(), exec_id: req.exec_id.clone(), pid, ..Default::default() })).await;
+            self.publish(
+                "/tasks/exec-started",
+                Box::new(TaskExecStarted { container_id: req.id.clone(), exec_id: req.exec_id.clone(), pid, ..Default::default() }),
+            )
+            .await;
             return Ok(api::StartResponse { pid, ..Default::default() });
         }
         let (svc, exited) = (self.clone(), c.clone());
@@ -246,7 +251,14 @@ impl Task for TaskService {
         self.0.containers.lock().unwrap().remove(&req.id);
         c.release();
         tracing::info!(container_id = %req.id, pod_id = %c.pod, exit_status = e.status, "container deleted");
-        let ev = TaskDelete { container_id: req.id.clone(), id: req.id.clone(), pid: c.pid(), exit_status: e.status, exited_at: Some(timestamp(e.at)).into(), ..Default::default() };
+        let ev = TaskDelete {
+            container_id: req.id.clone(),
+            id: req.id.clone(),
+            pid: c.pid(),
+            exit_status: e.status,
+            exited_at: Some(timestamp(e.at)).into(),
+            ..Default::default()
+        };
         self.publish("/tasks/delete", Box::new(ev)).await;
         Ok(api::DeleteResponse { pid: c.pid(), exit_status: e.status, exited_at: Some(timestamp(e.at)).into(), ..Default::default() })
     }
@@ -300,8 +312,17 @@ impl Task for TaskService {
         let c = self.get(&req.id)?;
         let u = c.usage();
         let m = Metrics {
-            memory: Some(MemoryStat { usage: Some(MemoryEntry { usage: u.memory, max: u.memory_max, limit: u.memory_limit, ..Default::default() }).into(), rss: u.memory, ..Default::default() }).into(),
-            cpu: Some(CPUStat { usage: Some(CPUUsage { total: u.cpu_ns, user: u.cpu_user_ns, kernel: u.cpu_kernel_ns, ..Default::default() }).into(), ..Default::default() }).into(),
+            memory: Some(MemoryStat {
+                usage: Some(MemoryEntry { usage: u.memory, max: u.memory_max, limit: u.memory_limit, ..Default::default() }).into(),
+                rss: u.memory,
+                ..Default::default()
+            })
+            .into(),
+            cpu: Some(CPUStat {
+                usage: Some(CPUUsage { total: u.cpu_ns, user: u.cpu_user_ns, kernel: u.cpu_kernel_ns, ..Default::default() }).into(),
+                ..Default::default()
+            })
+            .into(),
             ..Default::default()
         };
         let any = containerd_shim::util::convert_to_any(Box::new(m)).map_err(|e| status(Code::INTERNAL, e.to_string()))?;
@@ -332,7 +353,8 @@ impl Task for TaskService {
     async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
         let c = self.get(&req.id)?;
         let spec = req.spec.as_ref().map(|a| a.value.clone()).unwrap_or_default();
-        c.add_exec(&req.exec_id, [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()], req.terminal, &spec).map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
+        c.add_exec(&req.exec_id, [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()], req.terminal, &spec)
+            .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
         tracing::info!(container_id = %req.id, exec_id = %req.exec_id, "exec added");
         self.publish("/tasks/exec-added", Box::new(TaskExecAdded { container_id: req.id.clone(), exec_id: req.exec_id.clone(), ..Default::default() })).await;
         Ok(Empty::new())

@@ -111,7 +111,21 @@ fn runs_hello_with_output_args_env_and_exit_codes() {
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("(p2 component)"), "{}", text(&o));
     for code in ["0", "3", "42"] {
         let id = format!("args-{code}");
-        let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, "--env", "GREETING=hi there", "example.com/args:1", &id, "/args-env.wasm", "a", "b c", "--exit", code]);
+        let o = env.ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--env",
+            "GREETING=hi there",
+            "example.com/args:1",
+            &id,
+            "/args-env.wasm",
+            "a",
+            "b c",
+            "--exit",
+            code,
+        ]);
         assert_eq!(o.status.code(), Some(code.parse().unwrap()), "{}", text(&o));
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(out.contains("arg[2]=b c") && out.contains("env GREETING=hi there"), "{out}");
@@ -154,7 +168,11 @@ fn stdin_reaches_the_guest_and_its_eof_too() {
 
 #[test]
 fn kill_ends_guests_with_128_plus_signal_and_traps_are_134() {
-    let env = Env::new(&[(berth_tests::guests::WAT_LOOP, "example.com/loop:1"), (guests::WAT_SLEEP, "example.com/sleep:1"), (guests::WAT_TRAP, "example.com/trap:1")]);
+    let env = Env::new(&[
+        (berth_tests::guests::WAT_LOOP, "example.com/loop:1"),
+        (guests::WAT_SLEEP, "example.com/sleep:1"),
+        (guests::WAT_TRAP, "example.com/trap:1"),
+    ]);
     for (image, signal, want) in [("example.com/loop:1", "SIGTERM", 143), ("example.com/sleep:1", "SIGKILL", 137), ("example.com/sleep:1", "SIGINT", 130)] {
         let id = format!("k-{}", signal.to_lowercase());
         let child = env.spawn_run(&["--rm", "--runtime", RUNTIME, image, &id]);
@@ -225,7 +243,11 @@ fn metrics(env: &Env, id: &str) -> (u64, u64, String) {
     let o = env.ctr(&["task", "metrics", id]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let value = |key: &str| -> u64 {
-        out.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{key} missing:\n{out}"))
+        out.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} missing:\n{out}"))
     };
     (value("cpuacct.usage "), value("memory.usage_in_bytes"), out.clone())
 }
@@ -306,7 +328,8 @@ fn a_killed_shim_takes_its_workers_with_it() {
     assert!(o.status.success(), "{}", text(&o));
     env.wait_status("wsleep", "RUNNING");
     let ps = env.ctr(&["task", "ps", "wsleep"]);
-    let worker: i32 = String::from_utf8_lossy(&ps.stdout).lines().nth(1).and_then(|l| l.split_whitespace().next()?.parse().ok()).unwrap_or_else(|| panic!("{}", text(&ps)));
+    let worker: i32 =
+        String::from_utf8_lossy(&ps.stdout).lines().nth(1).and_then(|l| l.split_whitespace().next()?.parse().ok()).unwrap_or_else(|| panic!("{}", text(&ps)));
     let shims = env.shims();
     assert!(!shims.contains(&(worker as u32)), "the guest runs in a worker, not in the shim");
     // It takes on the user once it has loaded the guest.
@@ -427,7 +450,17 @@ fn http_components_are_served_from_containers_and_drain_on_sigterm() {
     // the container at once (137).
     let port2 = free_port();
     let listen = format!("berth.dev/http-listen=127.0.0.1:{port2}");
-    let child = env.spawn_run(&["--rm", "--runtime", RUNTIME, "--annotation", &listen, "--annotation", "berth.dev/http-max-body=10", "example.com/hello-http:1", "web2"]);
+    let child = env.spawn_run(&[
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        &listen,
+        "--annotation",
+        "berth.dev/http-max-body=10",
+        "example.com/hello-http:1",
+        "web2",
+    ]);
     env.wait_status("web2", "RUNNING");
     assert_eq!(curl(&format!("http://127.0.0.1:{port2}/two")).0, "200");
     // berth.dev/http-max-body caps request bodies.
@@ -530,7 +563,11 @@ fn native_busybox_containers_run_through_berth() {
     env.wait_status("bb5", "RUNNING");
     let ps = env.ctr(&["task", "ps", "bb5"]);
     let shim = env.shims();
-    assert!(!String::from_utf8_lossy(&ps.stdout).lines().skip(1).any(|l| shim.iter().any(|s| l.split_whitespace().next() == Some(&s.to_string()))), "the task's processes are not the shim: {}", text(&ps));
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout).lines().skip(1).any(|l| shim.iter().any(|s| l.split_whitespace().next() == Some(&s.to_string()))),
+        "the task's processes are not the shim: {}",
+        text(&ps)
+    );
     assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "bb5"]).status.success());
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(137), "{}", text(&o));
@@ -565,7 +602,10 @@ fn native_busybox_containers_run_through_berth() {
     assert!(env.ctr(&["task", "rm", "bb7"]).status.success());
     assert!(env.ctr(&["container", "rm", "bb7"]).status.success());
     // A terminal (ctr needs a console for -t: `script` gives it one).
-    let cmd = format!("ctr --address {} --namespace berth-test run --rm -t --runtime {RUNTIME} {BUSYBOX} tty1 sh -c 'tty; echo $((40+2)); exit 4'", env.c.socket().display());
+    let cmd = format!(
+        "ctr --address {} --namespace berth-test run --rm -t --runtime {RUNTIME} {BUSYBOX} tty1 sh -c 'tty; echo $((40+2)); exit 4'",
+        env.c.socket().display()
+    );
     let o = Command::new("script").args(["-qec", &cmd, "/dev/null"]).stdin(Stdio::null()).output().expect("script (bsdutils)");
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("/dev/pts/0") && out.contains("42"), "{}", text(&o));
@@ -579,7 +619,8 @@ fn native_busybox_containers_run_through_berth() {
     // Nothing is left behind: no shim, no state.
     env.wait_no_shims();
     let state = env.native_state();
-    let left: Vec<_> = std::fs::read_dir(&state).map(|d| d.flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().starts_with("bb")).collect()).unwrap_or_default();
+    let left: Vec<_> =
+        std::fs::read_dir(&state).map(|d| d.flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().starts_with("bb")).collect()).unwrap_or_default();
     assert!(left.is_empty(), "native state left: {left:?}");
 }
 
@@ -624,7 +665,13 @@ fn a_killed_shim_takes_its_native_containers_with_it() {
     let marker = format!("4242{}", std::process::id());
     assert!(env.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, BUSYBOX, "orphan", "sleep", &marker]).status.success());
     env.wait_status("orphan", "RUNNING");
-    let running = || std::fs::read_dir("/proc").unwrap().flatten().filter(|e| std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default().contains(&marker)).count();
+    let running = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default().contains(&marker))
+            .count()
+    };
     assert_eq!(running(), 1);
     for pid in env.shims() {
         // SAFETY: SIGKILL to a shim this test's containerd started.
@@ -669,7 +716,9 @@ fn create_from_image_record(env: &Env, id: &str, image: &str, args: &[&str], uid
 fn wasm_artifacts_run_from_containerds_content_store() {
     let env = Env::new(&[(guests::HELLO_P1, "example.com/compat:1")]);
     for (module, name) in [(guests::ARGS_ENV_P1, "example.com/args-artifact:1"), (guests::HELLO_P2, "example.com/hello-artifact:2")] {
-        let built = build::build(&BuildOptions { module: Some(module.into()), name: name.into(), artifact: true, adds: vec![], rootfs: None, entrypoint: vec![] }).unwrap();
+        let built =
+            build::build(&BuildOptions { module: Some(module.into()), name: name.into(), artifact: true, adds: vec![], rootfs: None, entrypoint: vec![] })
+                .unwrap();
         let tar = env.c.dir.path().join(format!("{}.tar", name.replace(['/', ':'], "_")));
         build::write_archive(&built, std::fs::File::create(&tar).unwrap()).unwrap();
         // containerd 1.6 cannot unpack the application/wasm layer: import
@@ -730,7 +779,14 @@ fn modules_are_compiled_in_a_child_process_whose_errors_reach_ctr() {
     std::fs::create_dir(&extra).unwrap();
     // A module header followed by a section that is not there.
     std::fs::write(extra.join("bad.wasm"), b"\0asm\x01\0\0\0\x01\x7f").unwrap();
-    let opts = BuildOptions { module: Some(guests::HELLO_P1.into()), name: "example.com/two:1".into(), artifact: false, adds: vec![(extra, "/x".into())], rootfs: None, entrypoint: vec![] };
+    let opts = BuildOptions {
+        module: Some(guests::HELLO_P1.into()),
+        name: "example.com/two:1".into(),
+        artifact: false,
+        adds: vec![(extra, "/x".into())],
+        rootfs: None,
+        entrypoint: vec![],
+    };
     import(&env.c, "berth-test", &opts);
     let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, "example.com/two:1", "bad1", "/x/bad.wasm"]);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -809,7 +865,10 @@ fn a_pods_wasm_sockets_live_in_its_network_namespace() {
     let node_only = free_port();
     banner_server(None, node_only, "node");
     // One shim serves both pods (a group kept alive by a sleeping guest).
-    assert!(env.ctr(&["run", "-d", "--null-io", "--annotation", "berth.dev/group=socks", "--runtime", RUNTIME, "example.com/sleep:1", "keeper"]).status.success());
+    assert!(env
+        .ctr(&["run", "-d", "--null-io", "--annotation", "berth.dev/group=socks", "--runtime", RUNTIME, "example.com/sleep:1", "keeper"])
+        .status
+        .success());
     env.wait_status("keeper", "RUNNING");
     let connect = |id: &str, ns: Option<&NetNs>, port: u16| {
         let grant = format!("berth.dev/net-connect=127.0.0.1/32:{port}");

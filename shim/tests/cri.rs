@@ -13,10 +13,10 @@ use berth_tests::guests;
 use common::*;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -134,7 +134,10 @@ impl Node {
     }
 
     /// One CRI call, on a fresh handle of the client.
-    fn call<T, F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>>(&self, f: impl FnOnce(RuntimeServiceClient<Channel>) -> F) -> Result<T, tonic::Status> {
+    fn call<T, F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>>(
+        &self,
+        f: impl FnOnce(RuntimeServiceClient<Channel>) -> F,
+    ) -> Result<T, tonic::Status> {
         self.rt.block_on(f(self.cri.clone())).map(tonic::Response::into_inner)
     }
 
@@ -158,7 +161,12 @@ impl Node {
             log_directory: logs.display().to_string(),
             linux: Some(LinuxPodSandboxConfig {
                 security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(NamespaceOption { network: NamespaceMode::Pod as i32, pid: NamespaceMode::Container as i32, ipc: NamespaceMode::Pod as i32, ..Default::default() }),
+                    namespace_options: Some(NamespaceOption {
+                        network: NamespaceMode::Pod as i32,
+                        pid: NamespaceMode::Container as i32,
+                        ipc: NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -178,7 +186,10 @@ impl Node {
             metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
             image: Some(ImageSpec { image: image.into(), ..Default::default() }),
             log_path: format!("{name}.log"),
-            linux: Some(LinuxContainerConfig { resources: Some(LinuxContainerResources::default()), security_context: Some(LinuxContainerSecurityContext::default()) }),
+            linux: Some(LinuxContainerConfig {
+                resources: Some(LinuxContainerResources::default()),
+                security_context: Some(LinuxContainerSecurityContext::default()),
+            }),
             ..Default::default()
         };
         tweak(&mut config);
@@ -309,7 +320,8 @@ impl Node {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(self.stuck.lock().unwrap().is_empty(), "zombies stayed under a berth shim: {:?}", self.stuck.lock().unwrap());
-        let left: Vec<String> = mounts_under(self.c.dir.path()).into_iter().filter(|m| !m.contains("/io.containerd.grpc.v1.cri/sandboxes/") || m.ends_with("/shm")).collect();
+        let left: Vec<String> =
+            mounts_under(self.c.dir.path()).into_iter().filter(|m| !m.contains("/io.containerd.grpc.v1.cri/sandboxes/") || m.ends_with("/shm")).collect();
         assert!(left.is_empty(), "mounts left behind: {left:?}");
     }
 
@@ -341,7 +353,10 @@ impl Drop for Node {
 
 fn require_cni() {
     for p in ["bridge", "host-local", "loopback"] {
-        assert!(Path::new("/usr/lib/cni").join(p).exists(), "CNI plugin {p} is missing: apt-get install -y containernetworking-plugins (`.ci/run` installs it)");
+        assert!(
+            Path::new("/usr/lib/cni").join(p).exists(),
+            "CNI plugin {p} is missing: apt-get install -y containernetworking-plugins (`.ci/run` installs it)"
+        );
     }
 }
 
@@ -380,7 +395,12 @@ fn stdout_lines(log: &str) -> Vec<&str> {
 
 #[test]
 fn a_pod_runs_wasm_and_native_containers_in_one_shim_and_leaves_nothing() {
-    let node = Node::start(&[(guests::HELLO_P1, "berth.test/hello:1"), (guests::HELLO_P2, "berth.test/hello:2"), (guests::WAT_SLEEP, "berth.test/sleep:1"), (guests::WAT_LOOP, "berth.test/loop:1")]);
+    let node = Node::start(&[
+        (guests::HELLO_P1, "berth.test/hello:1"),
+        (guests::HELLO_P2, "berth.test/hello:2"),
+        (guests::WAT_SLEEP, "berth.test/sleep:1"),
+        (guests::WAT_LOOP, "berth.test/loop:1"),
+    ]);
     let pod = node.run_pod("mixed", |_| {});
     // p1 and p2 guests run to completion; their output is in the pod's
     // CRI-format logs.
@@ -468,7 +488,11 @@ fn a_pods_wasm_sockets_and_http_listener_live_in_the_pods_network_namespace() {
     assert_eq!(get_in(&ns, http, "/log").unwrap().0, 200);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !node.log(&pod, "web").contains("stdout") {
-        assert!(Instant::now() < deadline, "nothing logged after ReopenContainerLog: {:?}", std::fs::read_dir(log.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect::<Vec<_>>());
+        assert!(
+            Instant::now() < deadline,
+            "nothing logged after ReopenContainerLog: {:?}",
+            std::fs::read_dir(log.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect::<Vec<_>>()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // A drain within the timeout ends with 0.
@@ -513,7 +537,8 @@ fn kubelet_restarts_and_stop_timeouts_behave_as_with_runc() {
     assert_ne!(first, second);
     assert_eq!(node.wait_exited(&second).exit_code, 0);
     // StopContainer's timeout: SIGTERM, then SIGKILL when it runs out.
-    let stubborn = node.run(&pod, "stubborn", BUSYBOX, |c| c.command = vec!["/bin/sh".into(), "-c".into(), "trap '' TERM; while true; do sleep 1; done".into()]);
+    let stubborn =
+        node.run(&pod, "stubborn", BUSYBOX, |c| c.command = vec!["/bin/sh".into(), "-c".into(), "trap '' TERM; while true; do sleep 1; done".into()]);
     node.wait_running(&stubborn);
     let t = Instant::now();
     node.stop_container(&stubborn, 2);
@@ -623,7 +648,9 @@ fn a_refused_oom_score_adj_names_its_cause_through_cri() {
         Ok(_) => {
             // Root in the init user namespace may lower it: nothing to report.
             let s = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
-            panic!("RunPodSandbox with oomScoreAdj -998 succeeded here (oom_score_adj {s:?}); this host does not refuse it, so this test cannot show the error");
+            panic!(
+                "RunPodSandbox with oomScoreAdj -998 succeeded here (oom_score_adj {s:?}); this host does not refuse it, so this test cannot show the error"
+            );
         }
     };
     let msg = e.message();
@@ -657,12 +684,28 @@ fn native_containers_honour_mount_propagation_as_runc_does() {
     for handler in ["runc", "berth"] {
         let dir = node.c.dir.path().join(format!("prop-{handler}"));
         let (both, down) = (SharedDir::new(dir.join("both")), SharedDir::new(dir.join("down")));
-        let pod = node.try_run_pod_with(handler, &format!("prop-{handler}"), |p| p.linux.as_mut().unwrap().security_context.as_mut().unwrap().privileged = true).unwrap_or_else(|e| panic!("{handler}: {e}"));
+        let pod = node
+            .try_run_pod_with(handler, &format!("prop-{handler}"), |p| p.linux.as_mut().unwrap().security_context.as_mut().unwrap().privileged = true)
+            .unwrap_or_else(|e| panic!("{handler}: {e}"));
         let id = node.run(&pod, "mounter", BUSYBOX, |c| {
-            c.command = vec!["/bin/sh".into(), "-c".into(), "mkdir -p /both/inner && mount -t tmpfs tmpfs /both/inner && echo from-container > /both/inner/f; exec sleep 1000".into()];
+            c.command = vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "mkdir -p /both/inner && mount -t tmpfs tmpfs /both/inner && echo from-container > /both/inner/f; exec sleep 1000".into(),
+            ];
             c.mounts = vec![
-                Mount { container_path: "/both".into(), host_path: both.0.display().to_string(), propagation: MountPropagation::PropagationBidirectional as i32, ..Default::default() },
-                Mount { container_path: "/down".into(), host_path: down.0.display().to_string(), propagation: MountPropagation::PropagationHostToContainer as i32, ..Default::default() },
+                Mount {
+                    container_path: "/both".into(),
+                    host_path: both.0.display().to_string(),
+                    propagation: MountPropagation::PropagationBidirectional as i32,
+                    ..Default::default()
+                },
+                Mount {
+                    container_path: "/down".into(),
+                    host_path: down.0.display().to_string(),
+                    propagation: MountPropagation::PropagationHostToContainer as i32,
+                    ..Default::default()
+                },
             ];
             c.linux.as_mut().unwrap().security_context.as_mut().unwrap().privileged = true;
         });
@@ -682,7 +725,12 @@ fn native_containers_honour_mount_propagation_as_runc_does() {
         }
         for inside in ["/down/late/f", "/both/late/f"] {
             let r = node.exec_sync(&id, &["/bin/cat", inside]).unwrap_or_else(|e| panic!("{handler}: {e}"));
-            assert_eq!((r.exit_code, String::from_utf8_lossy(&r.stdout).as_ref()), (0, "from-host"), "{handler}: {inside}: {}", String::from_utf8_lossy(&r.stderr));
+            assert_eq!(
+                (r.exit_code, String::from_utf8_lossy(&r.stdout).as_ref()),
+                (0, "from-host"),
+                "{handler}: {inside}: {}",
+                String::from_utf8_lossy(&r.stderr)
+            );
         }
         node.remove_pod(&pod, Duration::from_secs(30));
         drop((both, down));

@@ -52,7 +52,11 @@ impl Containerd {
     /// shims) and extra environment, which its shims inherit.
     pub fn start_with(path_dirs: &[&Path], env: &[(&str, &str)]) -> Containerd {
         Self::start_configured(path_dirs, env, |p| {
-            let config = private_config(p, "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n", &format!("[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{}/opt\"\n", p.display()));
+            let config = private_config(
+                p,
+                "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+                &format!("[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{}/opt\"\n", p.display()),
+            );
             std::fs::write(p.join("config.toml"), config).unwrap();
         })
     }
@@ -140,14 +144,7 @@ impl Containerd {
 
     /// `ctr --address SOCK ARGS` in namespace `ns` (`k8s.io` is CRI's).
     pub fn ctr_in(&self, ns: &str, args: &[&str]) -> Output {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(self.socket())
-            .args(["--namespace", ns])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running ctr")
+        Command::new("ctr").arg("--address").arg(self.socket()).args(["--namespace", ns]).args(args).stdin(Stdio::null()).output().expect("running ctr")
     }
 }
 

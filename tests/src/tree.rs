@@ -26,10 +26,7 @@ pub fn snapshot(root: &Path, skip: &dyn Fn(&str) -> bool) -> Snapshot {
 
 fn walk(root: &Path, dir: &Path, skip: &dyn Fn(&str) -> bool, out: &mut Snapshot) {
     use std::os::unix::fs::PermissionsExt;
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("listing {}: {e}", dir.display())).map(|e| e.unwrap().path()).collect();
     entries.sort();
     for path in entries {
         let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();

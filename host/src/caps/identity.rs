@@ -42,21 +42,12 @@ pub enum Assumed {
 pub fn assume(user: &User) -> Result<Assumed, IdentityError> {
     let have = rustix::process::geteuid().as_raw();
     if have != 0 {
-        return if user.uid == 0 || user.uid == have {
-            Ok(Assumed::Unchanged)
-        } else {
-            Err(IdentityError::CannotSwitch { want: user.uid, have })
-        };
+        return if user.uid == 0 || user.uid == have { Ok(Assumed::Unchanged) } else { Err(IdentityError::CannotSwitch { want: user.uid, have }) };
     }
     if user.uid == 0 && user.gid == 0 && user.additional_gids.is_empty() {
         return Ok(Assumed::Unchanged);
     }
-    let fail = |call| IdentityError::Switch {
-        uid: user.uid,
-        gid: user.gid,
-        call,
-        source: std::io::Error::last_os_error(),
-    };
+    let fail = |call| IdentityError::Switch { uid: user.uid, gid: user.gid, call, source: std::io::Error::last_os_error() };
     let groups: &[libc::gid_t] = &user.additional_gids;
     // SAFETY: `groups` is a valid slice of gid_t for the duration of the
     // call. glibc's setgroups/setgid/setuid apply to every thread of the

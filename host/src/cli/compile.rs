@@ -34,10 +34,7 @@ pub fn compile(args: CompileArgs) -> Result<i32> {
         return Ok(0);
     }
     for m in &args.modules {
-        let plan = RunPlan {
-            entrypoint: Entrypoint { source: ModuleSource::File(m.clone()), export: None },
-            ..Default::default()
-        };
+        let plan = RunPlan { entrypoint: Entrypoint { source: ModuleSource::File(m.clone()), export: None }, ..Default::default() };
         let prepared = runtime.prepare(&plan)?;
         let state = if prepared.info.cache_hit { "already cached" } else { "compiled" };
         println!("{}: {state} ({:?}) in {}", m.display(), prepared.kind(), cache_dir.display());

@@ -129,10 +129,7 @@ fn import_image(a: ImportArgs) -> Result<i32> {
     let store = store()?;
     let size = std::fs::metadata(&a.path).map(|m| if m.is_file() { m.len() } else { 0 }).unwrap_or(0);
     let bar = indicatif::ProgressBar::with_draw_target(Some(size), indicatif::ProgressDrawTarget::stderr());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("importing {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec}")
-            .expect("valid template"),
-    );
+    bar.set_style(indicatif::ProgressStyle::with_template("importing {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec}").expect("valid template"));
     let progress = |f: std::fs::File| -> Box<dyn Read> { Box::new(bar.wrap_read(f)) };
     let opts = import::ImportOptions { platform, name: a.name };
     let imported = import::import(&store, &a.path, &opts, &progress).with_context(|| format!("importing {}", a.path.display()))?;

@@ -227,10 +227,8 @@ fn apply_limits(args: &RunArgs, plan: &mut RunPlan) -> Result<()> {
         plan.limits.cpu = Some(CpuQuota { quota_us: (c * 100_000.0) as u64, period_us: 100_000 });
     }
     if let Some(t) = &args.timeout {
-        plan.limits.timeout = Some(
-            annotations::parse_duration(t).with_context(|| format!("--timeout {t:?} is not a positive duration; use e.g. 5s, 500ms or 2m"))?,
-        );
+        plan.limits.timeout =
+            Some(annotations::parse_duration(t).with_context(|| format!("--timeout {t:?} is not a positive duration; use e.g. 5s, 500ms or 2m"))?);
     }
     Ok(())
 }
-

@@ -60,7 +60,8 @@ pub fn helper_command(verb: &str) -> std::io::Result<std::process::Command> {
 /// The mount point of the mount that holds `path` (the topmost of the
 /// longest mount points above it).
 fn mount_point_of(path: &Path) -> std::io::Result<PathBuf> {
-    let infos = procfs::process::Process::myself().and_then(|p| p.mountinfo()).map_err(|e| std::io::Error::other(format!("reading /proc/self/mountinfo: {e}")))?;
+    let infos =
+        procfs::process::Process::myself().and_then(|p| p.mountinfo()).map_err(|e| std::io::Error::other(format!("reading /proc/self/mountinfo: {e}")))?;
     let mut best: Option<PathBuf> = None;
     for m in infos.iter().filter(|m| path.starts_with(&m.mount_point)) {
         if best.as_ref().is_none_or(|b| m.mount_point.components().count() >= b.components().count()) {
@@ -169,17 +170,25 @@ pub struct CreateRequest<'a> {
 /// Must be called from a single-threaded process (see the module docs).
 pub fn create(req: CreateRequest<'_>) -> Result<i32, NativeError> {
     let id = req.id;
-    std::fs::create_dir_all(req.state_root).map_err(|e| NativeError::Op { id: id.into(), what: "creating its state directory", reason: format!("{}: {e}", req.state_root.display()) })?;
+    std::fs::create_dir_all(req.state_root).map_err(|e| NativeError::Op {
+        id: id.into(),
+        what: "creating its state directory",
+        reason: format!("{}: {e}", req.state_root.display()),
+    })?;
     preflight::check(id, req.bundle)?;
     let b = builder(id, req.state_root, req.stdio, req.console_socket)?;
-    let c = b.validate_id().map_err(op(id, "checking its id"))?.as_init(req.bundle).with_systemd(false).with_detach(true).build().map_err(op(id, "creating it"))?;
+    let c =
+        b.validate_id().map_err(op(id, "checking its id"))?.as_init(req.bundle).with_systemd(false).with_detach(true).build().map_err(op(id, "creating it"))?;
     c.pid().map(|p| p.as_raw()).ok_or_else(|| NativeError::Op { id: id.into(), what: "creating it", reason: "no process was left running".into() })
 }
 
 /// A builder for container `id` with its state under `state_root` and the
 /// given stdio and console socket.
 fn builder(id: &str, state_root: &Path, stdio: StdioFds, console_socket: Option<PathBuf>) -> Result<ContainerBuilder, NativeError> {
-    let mut b = ContainerBuilder::new(id.to_string(), SyscallType::Linux).with_root_path(state_root).map_err(op(id, "setting up its state"))?.with_console_socket(console_socket.as_deref());
+    let mut b = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+        .with_root_path(state_root)
+        .map_err(op(id, "setting up its state"))?
+        .with_console_socket(console_socket.as_deref());
     let StdioFds { stdin, stdout, stderr } = stdio;
     if let Some(f) = stdin {
         b = b.with_stdin(f);
@@ -206,7 +215,8 @@ pub fn start(state_root: &Path, id: &str) -> Result<(), NativeError> {
 /// A container that has already stopped is left alone.
 pub fn kill(state_root: &Path, id: &str, signal: i32, all: bool) -> Result<(), NativeError> {
     let mut c = load(state_root, id)?;
-    let sig = libcontainer::signal::Signal::try_from(signal).map_err(|e| NativeError::Op { id: id.into(), what: "reading the signal", reason: e.to_string() })?;
+    let sig =
+        libcontainer::signal::Signal::try_from(signal).map_err(|e| NativeError::Op { id: id.into(), what: "reading the signal", reason: e.to_string() })?;
     c.refresh_status().map_err(op(id, "reading its status"))?;
     if c.status() == ContainerStatus::Stopped && !all {
         return Ok(());
@@ -234,8 +244,11 @@ fn cgroup(state_root: &Path, id: &str) -> Result<libcgroups::common::AnyCgroupMa
 /// The manager of cgroup `path` under the hierarchy mounted at `root`:
 /// cgroup v1 (legacy or hybrid hosts) or v2 (unified), as the mount says.
 fn cgroup_at(root: &Path, path: &Path, id: &str) -> Result<libcgroups::common::AnyCgroupManager, NativeError> {
-    libcgroups::common::create_cgroup_manager_with_root(Some(root), CgroupConfig { cgroup_path: path.to_path_buf(), systemd_cgroup: false, container_name: id.to_string() })
-        .map_err(|e| NativeError::Op { id: id.into(), what: "opening its cgroup", reason: e.to_string() })
+    libcgroups::common::create_cgroup_manager_with_root(
+        Some(root),
+        CgroupConfig { cgroup_path: path.to_path_buf(), systemd_cgroup: false, container_name: id.to_string() },
+    )
+    .map_err(|e| NativeError::Op { id: id.into(), what: "opening its cgroup", reason: e.to_string() })
 }
 
 /// Every process in the container's cgroup.
@@ -286,7 +299,12 @@ pub fn helper_main(args: &[String]) -> i32 {
     // libcontainer reports why a container could not be set up through
     // tracing: its errors go to stderr, which the caller reads.
     let filter = std::env::var("BERTH_LOG").unwrap_or_else(|_| "error".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_writer(std::io::stderr).with_ansi(false).without_time().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .try_init();
     let result = (|| -> Result<i32, NativeError> {
         let [verb, id, path, root, i, o, e, rest @ ..] = args else {
             return Err(NativeError::Op { id: String::new(), what: "parsing the helper's arguments", reason: format!("{args:?}") });
@@ -299,7 +317,11 @@ pub fn helper_main(args: &[String]) -> i32 {
             std::process::exit(crate::wasm::worker::run_bundle(id, Path::new(path), module, [i, o, e]));
         }
         let open = |p: &String, write: bool| -> Result<Option<OwnedFd>, NativeError> {
-            crate::wasm::open_stdio_or_null(p, write).map(|f| Some(f.into())).map_err(|err| NativeError::Stdio { id: id.clone(), path: p.to_string(), reason: err.to_string() })
+            crate::wasm::open_stdio_or_null(p, write).map(|f| Some(f.into())).map_err(|err| NativeError::Stdio {
+                id: id.clone(),
+                path: p.to_string(),
+                reason: err.to_string(),
+            })
         };
         let console = rest.first().filter(|s| !s.is_empty()).map(PathBuf::from);
         // With a terminal, the container's stdio is the pty's other end.

@@ -25,7 +25,11 @@ fn mount_namespace(id: &str, spec: &Value) -> Result<(), NativeError> {
     if has {
         return Ok(());
     }
-    Err(NativeError::Op { id: id.into(), what: "reading linux.namespaces", reason: "it has no mount namespace; add {\"type\": \"mount\"} to linux.namespaces".into() })
+    Err(NativeError::Op {
+        id: id.into(),
+        what: "reading linux.namespaces",
+        reason: "it has no mount namespace; add {\"type\": \"mount\"} to linux.namespaces".into(),
+    })
 }
 
 /// Sets the spec's `process.oomScoreAdj` on this process, as libcontainer
@@ -66,7 +70,8 @@ fn rootfs_propagation(id: &str, spec: &mut Value) -> Result<bool, NativeError> {
 
 /// Writes `spec` back to `path` in one step (a temp file renamed over it).
 fn rewrite(id: &str, path: &Path, spec: &Value) -> Result<(), NativeError> {
-    let err = |e: std::io::Error| NativeError::Op { id: id.into(), what: "settling linux.rootfsPropagation", reason: format!("writing {}: {e}", path.display()) };
+    let err =
+        |e: std::io::Error| NativeError::Op { id: id.into(), what: "settling linux.rootfsPropagation", reason: format!("writing {}: {e}", path.display()) };
     let tmp = path.with_extension("json.berth-tmp");
     std::fs::write(&tmp, serde_json::to_vec(spec).map_err(|e| err(std::io::Error::other(e)))?).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
@@ -78,7 +83,14 @@ mod tests {
 
     #[test]
     fn recursive_propagation_forms_become_libcontainers() {
-        for (given, want, changed) in [("rshared", "shared", true), ("rslave", "slave", true), ("rprivate", "private", true), ("runbindable", "unbindable", true), ("slave", "slave", false), ("shared", "shared", false)] {
+        for (given, want, changed) in [
+            ("rshared", "shared", true),
+            ("rslave", "slave", true),
+            ("rprivate", "private", true),
+            ("runbindable", "unbindable", true),
+            ("slave", "slave", false),
+            ("shared", "shared", false),
+        ] {
             let mut spec = serde_json::json!({"linux": {"rootfsPropagation": given, "other": 1}});
             assert_eq!(rootfs_propagation("c1", &mut spec).unwrap(), changed, "{given}");
             assert_eq!(spec, serde_json::json!({"linux": {"rootfsPropagation": want, "other": 1}}));
@@ -100,10 +112,14 @@ mod tests {
     fn the_bundle_is_rewritten_only_when_the_value_changes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
-        std::fs::write(&path, r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"mount"}],"rootfsPropagation":"rslave"},"x-unknown":{"kept":true}}"#).unwrap();
+        std::fs::write(&path, r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"mount"}],"rootfsPropagation":"rslave"},"x-unknown":{"kept":true}}"#)
+            .unwrap();
         check("c1", dir.path()).unwrap();
         let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(v, serde_json::json!({"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"mount"}],"rootfsPropagation":"slave"},"x-unknown":{"kept":true}}));
+        assert_eq!(
+            v,
+            serde_json::json!({"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"mount"}],"rootfsPropagation":"slave"},"x-unknown":{"kept":true}})
+        );
         let before = std::fs::metadata(&path).unwrap().modified().unwrap();
         check("c1", dir.path()).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), before);

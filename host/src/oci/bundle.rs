@@ -9,8 +9,7 @@ pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 /// Mount types that are never shown to wasm guests: kernel interfaces and
 /// scratch filesystems have no meaning in a wasm sandbox.
-const HIDDEN_MOUNT_TYPES: &[&str] =
-    &["proc", "sysfs", "devpts", "tmpfs", "mqueue", "cgroup", "cgroup2", "devtmpfs", "securityfs", "shm"];
+const HIDDEN_MOUNT_TYPES: &[&str] = &["proc", "sysfs", "devpts", "tmpfs", "mqueue", "cgroup", "cgroup2", "devtmpfs", "securityfs", "shm"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -73,9 +72,7 @@ pub fn plan_with_module(bundle: &Path, spec: &Spec, module: Option<ModuleSource>
 
     let root = spec.root().as_ref().ok_or_else(|| invalid("no root section; set root.path to the rootfs directory".into()))?;
     let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
-    let rootfs = rootfs
-        .canonicalize()
-        .map_err(|e| invalid(format!("root.path {} is not usable: {e}", root.path().display())))?;
+    let rootfs = rootfs.canonicalize().map_err(|e| invalid(format!("root.path {} is not usable: {e}", root.path().display())))?;
 
     let env: Vec<(String, String)> = process
         .env()
@@ -134,11 +131,7 @@ pub fn plan_with_module(bundle: &Path, spec: &Spec, module: Option<ModuleSource>
         .and_then(|ns| ns.iter().find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network))
         .and_then(|n| n.path().clone());
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-    let memory_bytes = resources
-        .and_then(|r| r.memory().as_ref())
-        .and_then(|m| m.limit())
-        .filter(|l| *l > 0)
-        .map(|l| l as u64);
+    let memory_bytes = resources.and_then(|r| r.memory().as_ref()).and_then(|m| m.limit()).filter(|l| *l > 0).map(|l| l as u64);
     let cpu = resources.and_then(|r| r.cpu().as_ref()).and_then(|c| match (c.quota(), c.period()) {
         (Some(q), p) if q > 0 => Some(CpuQuota { quota_us: q as u64, period_us: p.filter(|p| *p > 0).unwrap_or(100_000) }),
         _ => None,
@@ -154,11 +147,7 @@ pub fn plan_with_module(bundle: &Path, spec: &Spec, module: Option<ModuleSource>
         preopens,
         net,
         limits: Limits { memory_bytes, cpu, timeout },
-        user: Some(User {
-            uid: user.uid(),
-            gid: user.gid(),
-            additional_gids: user.additional_gids().clone().unwrap_or_default(),
-        }),
+        user: Some(User { uid: user.uid(), gid: user.gid(), additional_gids: user.additional_gids().clone().unwrap_or_default() }),
         allow_precompiled: false,
         stdio: Default::default(),
         http_outbound,

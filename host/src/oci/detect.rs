@@ -78,9 +78,7 @@ pub fn detect(bundle: &Path, spec: &Spec) -> Result<Detection, BundleError> {
     let (file, _) = entry::split_export(arg0, exists);
     let found = entry::find_in_root(&rootfs, &file, &cwd, path_env)?;
     let mut head = Vec::with_capacity(4);
-    entry::open_in_root(&rootfs, &found)
-        .and_then(|f| f.take(4).read_to_end(&mut head))
-        .map_err(|e| invalid(format!("reading the entrypoint {found}: {e}")))?;
+    entry::open_in_root(&rootfs, &found).and_then(|f| f.take(4).read_to_end(&mut head)).map_err(|e| invalid(format!("reading the entrypoint {found}: {e}")))?;
     match sniff(&head, &found) {
         Some(Kind::Wasm) => Ok(decided(Kind::Wasm, format!("{found} is a wasm module"))),
         Some(Kind::Native) => Ok(decided(Kind::Native, format!("{found} is a native program (ELF or #! script)"))),

@@ -77,11 +77,7 @@ pub fn find_in_root(root: &Path, arg0: &str, cwd: &str, path_env: Option<&str>) 
             }
         }
     }
-    Err(EntryError::NotFound {
-        arg0: arg0.to_string(),
-        root: root.display().to_string(),
-        looked: candidates.join(", "),
-    })
+    Err(EntryError::NotFound { arg0: arg0.to_string(), root: root.display().to_string(), looked: candidates.join(", ") })
 }
 
 /// Opens the module file of a plan and checks that it is a regular file.
@@ -93,19 +89,10 @@ pub fn open_source(source: &ModuleSource) -> Result<File, EntryError> {
         // the open; the regular-file check below then refuses it.
         ModuleSource::File(p) | ModuleSource::Blob { path: p, .. } => {
             use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-                .open(p)
-                .map_err(err)?
+            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(p).map_err(err)?
         }
         ModuleSource::InRoot { root, path } => open_in_root(root, path).map_err(err)?,
-        ModuleSource::None => {
-            return Err(EntryError::Open {
-                source_name,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no module given"),
-            })
-        }
+        ModuleSource::None => return Err(EntryError::Open { source_name, source: std::io::Error::new(std::io::ErrorKind::NotFound, "no module given") }),
     };
     let meta = file.metadata().map_err(err)?;
     if !meta.is_file() {

@@ -90,7 +90,9 @@ impl Sidecar {
     fn parse(s: &str) -> (Option<String>, Option<Identity>) {
         let mut f = s.split_whitespace();
         let sha = f.next().filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())).map(str::to_string);
-        let identity = (|| Some(Identity { ino: f.next()?.parse().ok()?, len: f.next()?.parse().ok()?, mtime_ns: f.next()?.parse().ok()?, ctime_ns: f.next()?.parse().ok()? }))();
+        let identity = (|| {
+            Some(Identity { ino: f.next()?.parse().ok()?, len: f.next()?.parse().ok()?, mtime_ns: f.next()?.parse().ok()?, ctime_ns: f.next()?.parse().ok()? })
+        })();
         (sha, identity)
     }
 }

@@ -45,10 +45,7 @@ pub struct WasmEngine {
 
 fn base_config() -> Config {
     let mut c = Config::new();
-    c.epoch_interruption(true)
-        .wasm_component_model(true)
-        .max_wasm_stack(MAX_WASM_STACK)
-        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+    c.epoch_interruption(true).wasm_component_model(true).max_wasm_stack(MAX_WASM_STACK).wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
     c
 }
 

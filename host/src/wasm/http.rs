@@ -53,7 +53,8 @@ struct Outbound {
     allowed: Arc<Vec<crate::caps::http::HttpOrigin>>,
 }
 
-type SendResult = Result<(http::Response<WasiBody>, Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>), wasmtime_wasi_http::Error>;
+type SendResult =
+    Result<(http::Response<WasiBody>, Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>), wasmtime_wasi_http::Error>;
 
 impl WasiHttpHooks for Outbound {
     fn send_request(

@@ -9,13 +9,7 @@ use wasmtime_wasi::{I32Exit, WasiView};
 type CallResult = Result<wasmtime::Result<()>, RunError>;
 
 /// Runs a core module's `_start`, or `export` with `args[1..]` as parameters.
-pub(super) async fn core_entry<T: Send + 'static>(
-    store: &mut Store<T>,
-    instance: &Instance,
-    name: &str,
-    export: Option<&str>,
-    args: &[String],
-) -> CallResult {
+pub(super) async fn core_entry<T: Send + 'static>(store: &mut Store<T>, instance: &Instance, name: &str, export: Option<&str>, args: &[String]) -> CallResult {
     let Some(export) = export else {
         let Some(start) = instance.get_func(&mut *store, "_start") else {
             return Err(no_export(store, instance, name, "_start"));
@@ -50,10 +44,7 @@ fn parse_params<T, V>(
     if given.len() != types.len() {
         return Err(invoke_err(format!("it takes {} argument(s), {} given", types.len(), given.len())));
     }
-    types
-        .zip(given)
-        .map(|((what, t), a)| parse(&t, a).ok_or_else(|| invoke_err(format!("argument {a:?} does not fit {what}"))))
-        .collect()
+    types.zip(given).map(|((what, t), a)| parse(&t, a).ok_or_else(|| invoke_err(format!("argument {a:?} does not fit {what}")))).collect()
 }
 
 fn print_results<V>(r: &wasmtime::Result<()>, results: &[V], show: impl Fn(&V) -> String) {
@@ -65,16 +56,8 @@ fn print_results<V>(r: &wasmtime::Result<()>, results: &[V], show: impl Fn(&V) -
 }
 
 fn no_export<T>(store: &mut Store<T>, instance: &Instance, name: &str, export: &str) -> RunError {
-    let funcs: Vec<String> = instance
-        .exports(&mut *store)
-        .filter(|e| e.clone().into_func().is_some())
-        .map(|e| e.name().to_string())
-        .collect();
-    let hint = if funcs.is_empty() {
-        "it exports no functions".to_string()
-    } else {
-        format!("call one of [{}] as {name}#NAME", funcs.join(", "))
-    };
+    let funcs: Vec<String> = instance.exports(&mut *store).filter(|e| e.clone().into_func().is_some()).map(|e| e.name().to_string()).collect();
+    let hint = if funcs.is_empty() { "it exports no functions".to_string() } else { format!("call one of [{}] as {name}#NAME", funcs.join(", ")) };
     RunError::NoExport { name: name.to_string(), export: export.to_string(), hint }
 }
 

@@ -90,9 +90,7 @@ pub fn classify(bytes: &[u8]) -> Option<Kind> {
 /// Whether the bytes look like WebAssembly text: UTF-8 whose first token
 /// (after whitespace and comments) is `(`.
 fn looks_like_wat(bytes: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(&bytes[..bytes.len().min(4096)]).or_else(|e| {
-        std::str::from_utf8(&bytes[..e.valid_up_to()])
-    }) else {
+    let Ok(text) = std::str::from_utf8(&bytes[..bytes.len().min(4096)]).or_else(|e| std::str::from_utf8(&bytes[..e.valid_up_to()])) else {
         return false;
     };
     let mut rest = text;
@@ -191,8 +189,8 @@ pub fn load(
     // SAFETY: `compiled` was produced a moment ago by this engine, or by
     // its twin in a process of this same executable; wasmtime checks its
     // header and engine compatibility.
-    let loaded = unsafe { deserialize(e, kind, Trusted::Bytes(&compiled)) }
-        .map_err(|err| LoadError::Invalid { name: name.to_string(), reason: err.to_string() })?;
+    let loaded =
+        unsafe { deserialize(e, kind, Trusted::Bytes(&compiled)) }.map_err(|err| LoadError::Invalid { name: name.to_string(), reason: err.to_string() })?;
     cache.store(&key, &compiled);
     Ok((cache.keep(&key, loaded), LoadInfo { cache_hit: false, precompiled_input: false }))
 }

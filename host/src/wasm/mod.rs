@@ -27,5 +27,5 @@ pub mod worker;
 pub use engine::{EngineOptions, WasmEngine};
 pub use interrupt::{Interrupt, Reason};
 pub use limits::Meter;
-pub use wasi::{open_stdio, open_stdio_or_null};
 pub use run::{Exit, Prepared, RunError, Runtime};
+pub use wasi::{open_stdio, open_stdio_or_null};

@@ -60,9 +60,7 @@ pub fn within<T: Send>(path: &Path, f: impl FnOnce() -> std::io::Result<T> + Sen
 /// Runs `f` on a short-lived thread that joined the namespace `ns`; the
 /// outer error: the thread could not join it.
 fn on_thread_in<T: Send>(ns: &std::fs::File, f: impl FnOnce() -> std::io::Result<T> + Send) -> std::io::Result<std::io::Result<T>> {
-    std::thread::scope(|s| {
-        s.spawn(|| join(ns).map(|()| f())).join().map_err(|_| std::io::Error::other("the namespace thread panicked"))?
-    })
+    std::thread::scope(|s| s.spawn(|| join(ns).map(|()| f())).join().map_err(|_| std::io::Error::other("the namespace thread panicked"))?)
 }
 
 /// Moves this whole process into the namespace at `path`. Only sound

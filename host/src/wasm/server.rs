@@ -169,7 +169,13 @@ pub fn bind(addr: std::net::SocketAddr, netns: Option<&std::path::Path>) -> std:
 /// Serves until `stop` resolves, then stops accepting and lets requests in
 /// flight finish (for at most `grace`, when given). Dropping the returned
 /// future ends every connection at once.
-pub async fn serve(service: Arc<HttpService>, listener: std::net::TcpListener, limits: Limits, stop: impl Future<Output = ()>, grace: Option<Duration>) -> std::io::Result<()> {
+pub async fn serve(
+    service: Arc<HttpService>,
+    listener: std::net::TcpListener,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+    grace: Option<Duration>,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, slots = limits.slots, queue = limits.queue, max_body = limits.max_body, max_connections = limits.max_connections, header_timeout = ?limits.header_timeout, "serving");

@@ -164,11 +164,7 @@ fn assemble(name: String, config_type: &str, config: &Value, layer: (Value, Vec<
     let mut manifest_desc = descriptor("application/vnd.oci.image.manifest.v1+json", &manifest_digest, manifest_bytes.len());
     manifest_desc["platform"] = json!({ "architecture": arch, "os": os });
     let layer_digest = layer.0["digest"].as_str().unwrap_or_default().to_string();
-    Built {
-        name,
-        blobs: vec![(manifest_digest, manifest_bytes), (config_digest, config_bytes), (layer_digest, layer.1)],
-        manifest: manifest_desc,
-    }
+    Built { name, blobs: vec![(manifest_digest, manifest_bytes), (config_digest, config_bytes), (layer_digest, layer.1)], manifest: manifest_desc }
 }
 
 /// Writes the image as an OCI image layout tarball, named so that both

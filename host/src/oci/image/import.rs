@@ -103,7 +103,9 @@ pub fn import(store: &Store, path: &Path, opts: &ImportOptions, progress: &dyn F
     if !meta.is_dir() && !meta.is_file() {
         return Err(ImportError::NotAnImage { path: path.to_path_buf() });
     }
-    let found = if meta.is_dir() { scan_dir(path)? } else {
+    let found = if meta.is_dir() {
+        scan_dir(path)?
+    } else {
         let file = std::fs::File::open(path).map_err(read_err)?;
         let input = super::layer::decompress(progress(file)).map_err(read_err)?;
         scan_tar(&ingest, input, path)?
@@ -121,8 +123,7 @@ pub fn import(store: &Store, path: &Path, opts: &ImportOptions, progress: &dyn F
     } else {
         return Err(ImportError::NotAnImage { path: path.to_path_buf() });
     };
-    let commit: Vec<(String, Descriptor, Vec<String>)> =
-        images.iter().map(|(i, d, blobs)| (i.name.clone(), d.clone(), blobs.clone())).collect();
+    let commit: Vec<(String, Descriptor, Vec<String>)> = images.iter().map(|(i, d, blobs)| (i.name.clone(), d.clone(), blobs.clone())).collect();
     ingest.commit(&commit)?;
     Ok(images.into_iter().map(|(i, _, _)| i).collect())
 }
@@ -138,7 +139,8 @@ fn scan_tar(ingest: &Ingest<'_>, input: impl Read, path: &Path) -> Result<Found,
         if kind.is_symlink() || kind.is_hard_link() {
             if let Some(t) = entry.link_name_bytes() {
                 let t = String::from_utf8_lossy(&t).into_owned();
-                let base = if kind.is_symlink() { Path::new(&name).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default() } else { String::new() };
+                let base =
+                    if kind.is_symlink() { Path::new(&name).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default() } else { String::new() };
                 found.links.insert(name, resolve_rel(&base, &t));
             }
             continue;
@@ -217,8 +219,7 @@ fn stage(ingest: &Ingest<'_>, found: &Found, d: &Descriptor) -> Result<(), Impor
 /// Whether a blob is in the input (or already stored).
 fn available(ingest: &Ingest<'_>, found: &Found, d: &Descriptor) -> bool {
     let digest = d.digest().to_string();
-    ingest.has(&digest)
-        || found.dir.as_ref().is_some_and(|dir| dir.join("blobs").join(d.digest().algorithm().as_ref()).join(d.digest().digest()).is_file())
+    ingest.has(&digest) || found.dir.as_ref().is_some_and(|dir| dir.join("blobs").join(d.digest().algorithm().as_ref()).join(d.digest().digest()).is_file())
 }
 
 fn read_doc(ingest: &Ingest<'_>, found: &Found, d: &Descriptor) -> Result<Vec<u8>, ImportError> {

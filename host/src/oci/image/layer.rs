@@ -179,7 +179,10 @@ pub fn decompress<'a, R: Read + 'a>(blob: R) -> io::Result<Box<dyn Read + 'a>> {
 
 /// Reads a layer blob through [`decompress`], unpacking it with `f`, and
 /// returns `(blob digest, diff_id)` computed over all of the bytes.
-pub fn read_layer<R: Read>(blob: R, f: impl FnOnce(&mut dyn Read) -> Result<(), super::unpack::UnpackError>) -> Result<(String, String), super::unpack::UnpackError> {
+pub fn read_layer<R: Read>(
+    blob: R,
+    f: impl FnOnce(&mut dyn Read) -> Result<(), super::unpack::UnpackError>,
+) -> Result<(String, String), super::unpack::UnpackError> {
     use super::unpack::UnpackError;
     let mut outer = HashReader::new(blob);
     let (diff_id, ()) = {

@@ -200,9 +200,7 @@ impl Store {
             match unique.len() {
                 0 => {}
                 1 => return Ok(hits[0].clone()),
-                _ => {
-                    return Err(StoreError::Ambiguous { name: name.into(), matches: hits.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ") })
-                }
+                _ => return Err(StoreError::Ambiguous { name: name.into(), matches: hits.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ") }),
             }
         }
         Err(StoreError::NoSuchImage { name: name.into() })
@@ -219,11 +217,8 @@ impl Store {
     pub fn remove(&self, name: &str) -> Result<(Record, u64), StoreError> {
         let _lock = self.lock()?;
         let rec = self.resolve(name)?;
-        let remaining: Vec<Descriptor> = self
-            .read_index()?
-            .into_iter()
-            .filter(|d| d.annotations().as_ref().and_then(|a| a.get(NAME_ANNOTATION)) != Some(&rec.name))
-            .collect();
+        let remaining: Vec<Descriptor> =
+            self.read_index()?.into_iter().filter(|d| d.annotations().as_ref().and_then(|a| a.get(NAME_ANNOTATION)) != Some(&rec.name)).collect();
         self.write_index(&remaining)?;
         let freed = self.collect_garbage(&remaining)?;
         Ok((rec, freed))

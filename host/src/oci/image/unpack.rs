@@ -259,12 +259,8 @@ impl Layer {
     fn file(&mut self, parent: &[OsString], name: &OsStr, mode: u32, owner: (u32, u32), data: &mut impl Read, budget: u64) -> Result<u64, Fail> {
         let dir = self.open_dir(parent, true)?.expect("created");
         Self::remove(&dir, name)?;
-        let fd = rustix::fs::openat(
-            &dir,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?;
+        let fd =
+            rustix::fs::openat(&dir, name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))?;
         let mut f = std::fs::File::from(fd);
         let n = io::copy(&mut data.take(budget.saturating_add(1)), &mut f)?;
         rustix::fs::fchmod(&f, Mode::from_raw_mode(mode & 0o777))?;
