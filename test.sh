@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# berth's test command: installs what the tests need when it is missing
+# (the wasm targets; Debian's packages, on Debian), then checks formatting
+# and lints, and runs every test, the end-to-end ones against a real
+# containerd included. On a terminal it asks before it installs anything.
+# Arguments go to `cargo test` (e.g. `./test.sh -p berth-shim --test cri`).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+log() { printf '== %s\n' "$*"; }
+
+# Debian packages: gcc for crates that build C; containerd and runc for the
+# end-to-end tests (they start their own containerd); libseccomp-dev for
+# libcontainer's seccomp; busybox-static for native containers' rootfs;
+# iproute2 for network namespaces; curl for the HTTP tests;
+# containernetworking-plugins for the CRI suite's pod networks;
+# protobuf-compiler for its CRI client's generated code (k8s-cri).
+need=()
+command -v cc >/dev/null || need+=(gcc)
+command -v curl >/dev/null || need+=(curl)
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v ip >/dev/null || need+=(iproute2)
+[[ -x /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+
+# Asks on a terminal (not in CI); elsewhere the answer is yes.
+agree() {
+  if [[ -t 0 && -z "${CI:-}" ]]; then
+    read -r -p "$1 [y/N] " answer
+    [[ $answer == [yY]* ]]
+  fi
+}
+
+if ((${#need[@]})); then
+  if [[ ! -f /etc/debian_version ]]; then
+    echo "berth's tests need: ${need[*]} (Debian package names); install them, then run $0 again" >&2
+    exit 1
+  fi
+  sudo=()
+  ((EUID == 0)) || sudo=(sudo)
+  if ! agree "install ${need[*]} with apt-get?"; then
+    echo "not installing; the tests need: ${need[*]}" >&2
+    exit 1
+  fi
+  log "installing ${need[*]}"
+  # Never start the system-wide containerd service while installing: the
+  # tests run their own, in temp dirs.
+  policy=/usr/sbin/policy-rc.d
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null && "${sudo[@]}" chmod +x "$policy"
+    trap '"${sudo[@]}" rm -f "$policy"' EXIT
+  fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${need[@]}"
+fi
+
+# The toolchain comes from rust-toolchain.toml; rustup does not add its
+# targets by itself.
+rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
+targets=(wasm32-wasip1 wasm32-wasip2)
+installed=$(rustup target list --installed)
+missing=()
+for t in "${targets[@]}"; do grep -qx "$t" <<<"$installed" || missing+=("$t"); done
+if ((${#missing[@]})); then
+  agree "add the Rust targets ${missing[*]} with rustup?" || { echo "not adding; the guest programs need ${missing[*]}" >&2; exit 1; }
+  log "rustup target add ${missing[*]}"
+  rustup target add "${missing[@]}" >/dev/null
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy >/dev/null
+
+if ((EUID != 0)); then
+  echo "the end-to-end tests start containerd and make namespaces: run $0 as root" >&2
+  exit 1
+fi
+
+log "cargo fmt --all --check"
+cargo fmt --all --check
+log "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+log "cargo test --workspace $*"
+cargo test --workspace "$@"
