@@ -14,7 +14,9 @@ log() { printf '== %s\n' "$*"; }
 # libcontainer's seccomp; busybox-static for native containers' rootfs;
 # iproute2 for network namespaces; curl for the HTTP tests;
 # containernetworking-plugins for the CRI suite's pod networks;
-# protobuf-compiler for its CRI client's generated code (k8s-cri).
+# protobuf-compiler for its CRI client's generated code (k8s-cri);
+# docker-registry (the CNCF distribution registry), apache2-utils
+# (htpasswd) and openssl for the registry tests.
 need=()
 command -v cc >/dev/null || need+=(gcc)
 command -v curl >/dev/null || need+=(curl)
@@ -25,6 +27,9 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v ip >/dev/null || need+=(iproute2)
 [[ -x /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
+command -v openssl >/dev/null || need+=(openssl)
 
 # Asks on a terminal (not in CI); elsewhere the answer is yes.
 agree() {
@@ -46,8 +51,8 @@ if ((${#need[@]})); then
     exit 1
   fi
   log "installing ${need[*]}"
-  # Never start the system-wide containerd service while installing: the
-  # tests run their own, in temp dirs.
+  # Never start the system-wide containerd (or registry) service while
+  # installing: the tests run their own, in temp dirs.
   policy=/usr/sbin/policy-rc.d
   if [[ ! -e $policy ]]; then
     printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null && "${sudo[@]}" chmod +x "$policy"

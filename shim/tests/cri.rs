@@ -537,9 +537,16 @@ fn kubelet_restarts_and_stop_timeouts_behave_as_with_runc() {
     assert_ne!(first, second);
     assert_eq!(node.wait_exited(&second).exit_code, 0);
     // StopContainer's timeout: SIGTERM, then SIGKILL when it runs out.
-    let stubborn =
-        node.run(&pod, "stubborn", BUSYBOX, |c| c.command = vec!["/bin/sh".into(), "-c".into(), "trap '' TERM; while true; do sleep 1; done".into()]);
+    let stubborn = node.run(&pod, "stubborn", BUSYBOX, |c| {
+        c.command = vec!["/bin/sh".into(), "-c".into(), "trap '' TERM; echo > /tmp/trapped; while true; do sleep 1; done".into()]
+    });
     node.wait_running(&stubborn);
+    // Only once the shell ignores SIGTERM.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.exec_sync(&stubborn, &["/bin/cat", "/tmp/trapped"]).is_ok_and(|r| r.exit_code == 0) {
+        assert!(Instant::now() < deadline, "the shell never set its trap");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let t = Instant::now();
     node.stop_container(&stubborn, 2);
     let s = node.wait_exited(&stubborn);

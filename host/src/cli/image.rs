@@ -24,6 +24,24 @@ pub enum ImageCommand {
         #[arg(value_name = "IMAGE")]
         name: String,
     },
+    /// Pull an image from a registry.
+    Pull(super::registry::PullArgs),
+    /// Push an image to the registry its name names.
+    Push(super::registry::PushArgs),
+    /// Give an image another name (e.g. a registry's), as `docker tag` does.
+    Tag {
+        #[arg(value_name = "SOURCE")]
+        src: String,
+        #[arg(value_name = "TARGET")]
+        dst: String,
+    },
+    /// Log in to a registry (credentials kept in $BERTH_ROOT/auth/config.json).
+    Login(super::registry::LoginArgs),
+    /// Forget a registry's credentials.
+    Logout {
+        #[arg(value_name = "REGISTRY")]
+        registry: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -64,7 +82,7 @@ pub struct ImportArgs {
     name: Option<String>,
 }
 
-fn store() -> Result<Store> {
+pub fn store() -> Result<Store> {
     let dir = Store::default_dir();
     Store::open(&dir).with_context(|| format!("opening the image store at {}", dir.display()))
 }
@@ -83,6 +101,11 @@ pub fn image(cmd: ImageCommand) -> Result<i32> {
             Ok(0)
         }
         ImageCommand::Inspect { name } => inspect(&name),
+        ImageCommand::Pull(a) => super::registry::pull(&store()?, a),
+        ImageCommand::Push(a) => super::registry::push(&store()?, a),
+        ImageCommand::Tag { src, dst } => super::registry::tag(&store()?, &src, &dst),
+        ImageCommand::Login(a) => super::registry::login(a),
+        ImageCommand::Logout { registry } => super::registry::logout(&registry),
     }
 }
 

@@ -4,6 +4,7 @@ mod image;
 mod install;
 mod logging;
 mod native;
+mod registry;
 mod run;
 mod serve;
 mod size;

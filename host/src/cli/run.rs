@@ -3,7 +3,7 @@
 use super::size::parse_size;
 use anyhow::{bail, Context, Result};
 use berth_host::caps::{dirs, identity, net::NetPolicy};
-use berth_host::oci::image::{self, store::Store, unpack};
+use berth_host::oci::image::{self, names, store::Store, unpack};
 use berth_host::oci::{annotations, bundle, entry};
 use berth_host::plan::{CpuQuota, Entrypoint, ModuleSource, RunPlan};
 use berth_host::wasm::{cache::Cache, EngineOptions, Exit, Reason, Runtime, WasmEngine};
@@ -50,9 +50,21 @@ pub struct RunArgs {
     /// Do not read or write the precompile cache.
     #[arg(long)]
     no_cache: bool,
+    /// When to pull IMAGE from its registry: missing (not in the local store), always, never.
+    #[arg(long, value_enum, default_value_t = Pull::Missing, env = "BERTH_PULL")]
+    pull: Pull,
+    #[command(flatten)]
+    remote: super::registry::RemoteArgs,
     /// MODULE[#EXPORT] (a file) or IMAGE (from `berth image ls`), then the guest's arguments.
     #[arg(value_name = "MODULE[#EXPORT]|IMAGE [ARGS]", trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pull {
+    Missing,
+    Always,
+    Never,
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
@@ -142,15 +154,35 @@ fn image_target(args: &RunArgs) -> Result<Option<Store>> {
         return Ok(None);
     }
     let dir = Store::default_dir();
-    if dir.join("index.json").exists() {
-        let store = Store::open(&dir)?;
-        if store.resolve(target).is_ok() {
-            return Ok(Some(store));
-        }
-    }
     let ext = Path::new(&path).extension().and_then(|e| e.to_str()).unwrap_or("");
+    let local = if dir.join("index.json").exists() {
+        let store = Store::open(&dir)?;
+        store.resolve(target).is_ok().then_some(store)
+    } else {
+        None
+    };
+    let pull = match (args.pull, &local) {
+        (Pull::Never, _) | (Pull::Missing, Some(_)) => false,
+        // A missing file is not an image to fetch.
+        (_, _) if matches!(ext, "wasm" | "wat" | "cwasm") => false,
+        (Pull::Always, _) | (Pull::Missing, None) => names::parse(target).is_ok(),
+    };
+    if pull {
+        let store = Store::open(&dir).with_context(|| format!("opening the image store at {}", dir.display()))?;
+        let p = super::registry::pull_image(&store, target, None, &args.remote).with_context(|| match local {
+            Some(_) => format!("pulling {target} (--pull always)"),
+            None => format!("{target:?} is not in the local store (`berth image ls` lists images) and pulling it failed (--pull never looks only locally)"),
+        })?;
+        tracing::info!(image = %p.name, digest = %p.digest, downloaded = p.downloaded, "pulled");
+        return Ok(Some(store));
+    }
+    if local.is_some() {
+        return Ok(local);
+    }
     if !matches!(ext, "wasm" | "wat" | "cwasm") {
-        bail!("{target:?} is neither a file nor an image in the local store; `berth image ls` lists images, `berth image import` adds one");
+        bail!(
+            "{target:?} is neither a file nor an image in the local store; `berth image ls` lists images, `berth image import` or `berth image pull` adds one"
+        );
     }
     Ok(None)
 }

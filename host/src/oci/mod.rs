@@ -8,3 +8,4 @@ pub mod bundle;
 pub mod detect;
 pub mod entry;
 pub mod image;
+pub mod registry;

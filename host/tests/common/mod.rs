@@ -21,7 +21,8 @@ impl Berth {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-        c.env("BERTH_ROOT", self.root.path()).env_remove("BERTH_LOG").stdin(Stdio::null());
+        // Tests reach registries only on loopback, and say so (`--pull`).
+        c.env("BERTH_ROOT", self.root.path()).env_remove("BERTH_LOG").env("BERTH_PULL", "never").stdin(Stdio::null());
         c
     }
 

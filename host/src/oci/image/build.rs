@@ -153,12 +153,17 @@ fn assemble(name: String, config_type: &str, config: &Value, layer: (Value, Vec<
     // serde_json's Value sorts keys: stable bytes, stable digests.
     let config_bytes = serde_json::to_vec(config).expect("JSON values serialize");
     let config_digest = digest::of_bytes(&config_bytes);
-    let manifest = json!({
+    let mut manifest = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": descriptor(config_type, &config_digest, config_bytes.len()),
         "layers": [layer.0],
     });
+    // The wasm artifact says what it is (registries' referrers and
+    // `wkg`/`oras` list it by this); an image is an image.
+    if config_type == WASM_CONFIG_MEDIA_TYPE {
+        manifest["artifactType"] = json!(WASM_CONFIG_MEDIA_TYPE);
+    }
     let manifest_bytes = serde_json::to_vec(&manifest).expect("JSON values serialize");
     let manifest_digest = digest::of_bytes(&manifest_bytes);
     let mut manifest_desc = descriptor("application/vnd.oci.image.manifest.v1+json", &manifest_digest, manifest_bytes.len());

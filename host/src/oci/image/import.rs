@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-const INDEX_TYPES: &[&str] = &["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
-const MANIFEST_TYPES: &[&str] = &["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"];
+pub(crate) const INDEX_TYPES: &[&str] = &["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
+pub(crate) const MANIFEST_TYPES: &[&str] = &["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"];
 /// Nested indexes deeper than this are refused.
-const MAX_INDEX_DEPTH: usize = 4;
+pub(crate) const MAX_INDEX_DEPTH: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -313,7 +313,7 @@ fn collect(ingest: &Ingest<'_>, found: &Found, d: &Descriptor, depth: usize, out
 /// A document must be what its descriptor says: an index has `manifests`
 /// and no `layers`; a manifest has `config` and `layers`; a `mediaType`
 /// inside must agree with the descriptor's.
-fn check_shape(what: &str, v: &Value, media_type: &str, is_index: bool) -> Result<(), ImportError> {
+pub(crate) fn check_shape(what: &str, v: &Value, media_type: &str, is_index: bool) -> Result<(), ImportError> {
     if let Some(inner) = v.get("mediaType").and_then(Value::as_str) {
         if inner != media_type {
             return Err(invalid(what, format!("the document says its media type is {inner}")));
@@ -330,7 +330,17 @@ fn check_shape(what: &str, v: &Value, media_type: &str, is_index: bool) -> Resul
 }
 
 fn choose(name: &str, cands: Vec<Candidate>, wanted: Option<&Platform>) -> Result<Candidate, ImportError> {
-    if cands.is_empty() {
+    let offered: Vec<(String, Platform)> = cands.iter().map(|c| (c.desc.digest().to_string(), c.platform.clone())).collect();
+    let i = choose_platform(name, &offered, wanted)?;
+    Ok(cands.into_iter().nth(i).expect("chosen from these"))
+}
+
+/// Which of the manifests `offered` (digest, platform) to take: the one for
+/// `wanted`, else the first of [`platform::preferred`] that one matches,
+/// else a lone manifest of another platform (`berth run` says clearly if it
+/// cannot run it). `berth image import` and `berth image pull` choose alike.
+pub(crate) fn choose_platform(name: &str, offered: &[(String, Platform)], wanted: Option<&Platform>) -> Result<usize, ImportError> {
+    if offered.is_empty() {
         return Err(invalid(name, "the index names no image manifest"));
     }
     let order: Vec<Platform> = match wanted {
@@ -338,24 +348,19 @@ fn choose(name: &str, cands: Vec<Candidate>, wanted: Option<&Platform>) -> Resul
         None => platform::preferred(),
     };
     for want in &order {
-        let hits: Vec<&Candidate> = cands.iter().filter(|c| want.matches(&c.platform)).collect();
-        let mut digests: Vec<String> = hits.iter().map(|c| c.desc.digest().to_string()).collect();
+        let hits: Vec<usize> = (0..offered.len()).filter(|&i| want.matches(&offered[i].1)).collect();
+        let mut digests: Vec<&str> = hits.iter().map(|&i| offered[i].0.as_str()).collect();
         digests.dedup();
         match digests.len() {
             0 => continue,
-            1 => {
-                let d = digests[0].clone();
-                return Ok(cands.into_iter().find(|c| c.desc.digest().to_string() == d).expect("present"));
-            }
+            1 => return Ok(hits[0]),
             _ => return Err(ImportError::AmbiguousPlatform { name: name.into(), platform: want.to_string(), digests: digests.join(", ") }),
         }
     }
-    // A single manifest of another platform is taken when none was asked
-    // for: `berth run` says clearly if it cannot run it.
-    if wanted.is_none() && cands.len() == 1 {
-        return Ok(cands.into_iter().next().expect("one"));
+    if wanted.is_none() && offered.len() == 1 {
+        return Ok(0);
     }
-    let available = cands.iter().map(|c| c.platform.to_string()).collect::<Vec<_>>().join(", ");
+    let available = offered.iter().map(|c| c.1.to_string()).collect::<Vec<_>>().join(", ");
     let wanted = order.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" or ");
     Err(ImportError::NoPlatform { name: name.into(), wanted, available })
 }

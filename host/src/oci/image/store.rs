@@ -206,6 +206,17 @@ impl Store {
         Err(StoreError::NoSuchImage { name: name.into() })
     }
 
+    /// Gives the image `src` (a name or digest) the name `dst` too, as
+    /// `docker tag` does; an image that had the name `dst` loses it.
+    pub fn tag(&self, src: &str, dst: &str) -> Result<Record, StoreError> {
+        let rec = self.resolve(src)?;
+        let name = names::normalize(dst)?;
+        let mut desc = rec.manifest.clone();
+        desc.set_annotations(None);
+        self.ingest()?.commit(&[(name.clone(), desc.clone(), Vec::new())])?;
+        Ok(Record { name, manifest: desc })
+    }
+
     /// Reads and parses an image manifest blob.
     pub fn manifest(&self, digest: &str) -> Result<ImageManifest, StoreError> {
         let bytes = self.read_small(digest)?;

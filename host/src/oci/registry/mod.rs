@@ -1,0 +1,216 @@
+//! OCI registries: `berth image pull`, `push` and `login`, through the
+//! distribution API client `oci-client` (token and basic auth, TLS with the
+//! system roots plus `--ca-file`, plain HTTP for loopback registries).
+//!
+//! Pulled blobs stream into the store's staging area and are verified
+//! against their digest and size there, exactly as `berth image import`'s
+//! are; an image becomes visible only once all of it is in.
+pub mod auth;
+mod blob;
+pub mod pull;
+pub mod push;
+
+use super::image::names;
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to reach a registry.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// Plain HTTP (no TLS): for loopback registries, or anywhere with
+    /// [`PlainHttp::Forced`].
+    pub plain_http: PlainHttp,
+    /// Extra CA certificates (PEM) to trust beside the system's.
+    pub ca_file: Option<PathBuf>,
+    /// How long one read or connect may take before the request fails.
+    pub timeout: Duration,
+    /// Layers downloaded at once.
+    pub parallel: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlainHttp {
+    No,
+    /// Only for `localhost`, `127.0.0.0/8` and `[::1]`.
+    Loopback,
+    /// For any registry (`--plain-http=force`).
+    Forced,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions { plain_http: PlainHttp::No, ca_file: None, timeout: Duration::from_secs(30), parallel: 3 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Name(#[from] names::NameError),
+    #[error("{registry} is not a loopback registry: plain HTTP would send images and credentials in the clear; use TLS, or --plain-http=force")]
+    PlainHttpRefused { registry: String },
+    #[error("reading the CA file {path}")]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} at {registry}: wrong user name or password; log in again with `berth image login {registry}`")]
+    Unauthorized { what: String, registry: String },
+    #[error("{reference}: not found at the registry (no such image, tag, digest or blob)")]
+    NotFound { reference: String },
+    #[error("{what}")]
+    Remote {
+        what: String,
+        #[source]
+        source: oci_client::errors::OciDistributionError,
+    },
+    #[error("{what}: {problem}")]
+    Invalid { what: String, problem: String },
+    #[error(transparent)]
+    Import(#[from] super::image::import::ImportError),
+    #[error(transparent)]
+    Store(#[from] super::image::store::StoreError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error("starting the network runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// A client for one registry, with the credentials berth has for it.
+pub(crate) struct Remote {
+    pub rt: tokio::runtime::Runtime,
+    pub client: Client,
+    pub auth: RegistryAuth,
+    pub registry: String,
+}
+
+/// Whether a registry host (with an optional port) is this machine.
+pub fn is_loopback(registry: &str) -> bool {
+    let host = match registry.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => registry.rsplit_once(':').map(|(h, _)| h).unwrap_or(registry),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Remote {
+    /// A client for the registry of `reference`, with its credentials.
+    pub fn new(registry: &str, opts: &RemoteOptions) -> Result<Remote, RegistryError> {
+        // TLS uses ring (built with gcc alone); a provider installed before
+        // is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let protocol = match opts.plain_http {
+            PlainHttp::No => ClientProtocol::Https,
+            PlainHttp::Loopback if !is_loopback(registry) => return Err(RegistryError::PlainHttpRefused { registry: registry.into() }),
+            PlainHttp::Loopback | PlainHttp::Forced => ClientProtocol::Http,
+        };
+        let mut extra_root_certificates = Vec::new();
+        if let Some(path) = &opts.ca_file {
+            let data = std::fs::read(path).map_err(|source| RegistryError::CaFile { path: path.clone(), source })?;
+            extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
+        }
+        let config = ClientConfig {
+            protocol,
+            extra_root_certificates,
+            read_timeout: Some(opts.timeout),
+            connect_timeout: Some(opts.timeout),
+            max_concurrent_download: opts.parallel.max(1),
+            user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
+            // berth chooses platforms itself (see pull).
+            platform_resolver: None,
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(RegistryError::Runtime)?;
+        let auth = auth::credentials(registry)?;
+        Ok(Remote { rt, client: Client::new(config), auth, registry: registry.into() })
+    }
+
+    /// `what` failed at the registry: the error a user can act on.
+    pub fn error(&self, what: impl Into<String>, e: oci_client::errors::OciDistributionError) -> RegistryError {
+        use oci_client::errors::OciDistributionError as E;
+        let what = what.into();
+        match &e {
+            E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => RegistryError::Unauthorized { what, registry: self.registry.clone() },
+            E::ImageManifestNotFoundError(_) => RegistryError::NotFound { reference: what },
+            E::RegistryError { envelope, .. }
+                if envelope.errors.iter().any(|x| {
+                    matches!(
+                        x.code,
+                        oci_client::errors::OciErrorCode::ManifestUnknown
+                            | oci_client::errors::OciErrorCode::NameUnknown
+                            | oci_client::errors::OciErrorCode::NotFound
+                    )
+                }) =>
+            {
+                RegistryError::NotFound { reference: what }
+            }
+            E::RegistryError { envelope, .. }
+                if envelope
+                    .errors
+                    .iter()
+                    .any(|x| matches!(x.code, oci_client::errors::OciErrorCode::Unauthorized | oci_client::errors::OciErrorCode::Denied)) =>
+            {
+                RegistryError::Unauthorized { what, registry: self.registry.clone() }
+            }
+            E::ServerError { code: 401, .. } => RegistryError::Unauthorized { what, registry: self.registry.clone() },
+            E::RequestError(r) if r.status().is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403) => {
+                RegistryError::Unauthorized { what, registry: self.registry.clone() }
+            }
+            E::RequestError(r) if r.status().is_some_and(|s| s.as_u16() == 404) => RegistryError::NotFound { reference: what },
+            E::ServerError { code: 404, .. } => RegistryError::NotFound { reference: what },
+            _ => RegistryError::Remote { what, source: e },
+        }
+    }
+}
+
+/// Checks `user`/`password` against `registry` (as `docker login` does,
+/// with a request that needs them: a tag list, which a registry refuses
+/// with 401 for wrong credentials).
+pub fn check_login(registry: &str, user: &str, password: &str, opts: &RemoteOptions) -> Result<(), RegistryError> {
+    let mut remote = Remote::new(registry, opts)?;
+    remote.auth = RegistryAuth::Basic(user.into(), password.into());
+    let probe = Reference::with_tag(registry.into(), "berth-login-check".into(), "latest".into());
+    match remote.rt.block_on(remote.client.list_tags(&probe, &remote.auth, Some(1), None)) {
+        Ok(_) => Ok(()),
+        Err(e) => match remote.error(format!("logging in as {user}"), e) {
+            // Credentials that work, for a repository that is not there.
+            RegistryError::NotFound { .. } => Ok(()),
+            other => Err(other),
+        },
+    }
+}
+
+/// The registry reference for a full image name.
+pub(crate) fn reference(full: &names::Reference) -> Reference {
+    match (&full.tag, &full.digest) {
+        (_, Some(d)) => Reference::with_digest(full.domain.clone(), full.path.clone(), d.clone()),
+        (Some(t), None) => Reference::with_tag(full.domain.clone(), full.path.clone(), t.clone()),
+        (None, None) => Reference::with_tag(full.domain.clone(), full.path.clone(), "latest".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries() {
+        for r in ["localhost:5000", "localhost", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000"] {
+            assert!(is_loopback(r), "{r}");
+        }
+        for r in ["example.com", "10.0.0.1:5000", "localhost.example.com", "[2001:db8::1]:5000"] {
+            assert!(!is_loopback(r), "{r}");
+        }
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_loopback() {
+        let opts = RemoteOptions { plain_http: PlainHttp::Loopback, ..Default::default() };
+        let err = Remote::new("registry.example.com", &opts).err().expect("refused").to_string();
+        assert!(err.contains("registry.example.com") && err.contains("--plain-http=force"), "{err}");
+    }
+}
