@@ -33,7 +33,7 @@ def sh(*cmd, check=True, **kw):
 
 
 class Containerd:
-    def __init__(self, bindir):
+    def __init__(self, bindir, extra_config=""):
         self.dir = tempfile.mkdtemp(prefix="berth-bench-ctrd-", dir="/tmp")
         d = self.dir
         with open(f"{d}/config.toml", "w") as f:
@@ -51,7 +51,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = ""
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d}/opt"
-""")
+{extra_config}""")
         env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", BERTH_ROOT=f"{d}/berth")
         self.log = open(f"{d}/containerd.log", "w")
         self.proc = subprocess.Popen(["containerd", "--config", f"{d}/config.toml"], env=env, stdout=self.log, stderr=self.log)

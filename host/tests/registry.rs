@@ -361,3 +361,205 @@ fn containerd_pulls_what_berth_pushes_and_berth_pulls_what_containerd_pushes() {
     o.expect_code(0);
     assert!(o.stdout.contains("(p1 module)"), "{}\n{}", o.stdout, o.stderr);
 }
+
+/// A TCP proxy on loopback in front of `upstream` that cuts the first
+/// response to a GET of blob `digest` after `cut` bytes (a dropped
+/// download) and records every request head it forwards.
+fn cutting_proxy(upstream: String, digest: String, cut: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let armed = Arc::new(AtomicBool::new(true));
+    let h = heads.clone();
+    std::thread::spawn(move || {
+        for client in l.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+            let (h, armed, digest) = (h.clone(), armed.clone(), digest.clone());
+            // Set when this connection's last request was the blob's first GET.
+            let cutting = Arc::new(AtomicBool::new(false));
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let c2 = cutting.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                while let Ok(n) = c_in.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                    if text.starts_with("GET ")
+                        || text.starts_with("HEAD ")
+                        || text.starts_with("PUT ")
+                        || text.starts_with("POST ")
+                        || text.starts_with("PATCH ")
+                    {
+                        let head = text.split("\r\n\r\n").next().unwrap_or("").to_lowercase();
+                        if head.starts_with("get ") && head.contains(&format!("/blobs/{digest}")) && armed.swap(false, Ordering::SeqCst) {
+                            c2.store(true, Ordering::SeqCst);
+                        }
+                        h.lock().unwrap().push(head);
+                    }
+                    if s_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = s_out.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                let mut sent = 0usize;
+                while let Ok(n) = s_in.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let n = if cutting.load(Ordering::SeqCst) { n.min(cut.saturating_sub(sent)) } else { n };
+                    if c_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                    if cutting.load(Ordering::SeqCst) && sent >= cut {
+                        // The connection drops mid-body.
+                        let _ = c_out.shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[test]
+fn a_dropped_layer_download_is_resumed_where_it_stopped() {
+    let reg = Registry::plain();
+    let b = Berth::new();
+    // A layer big enough to be cut in the middle: the module plus a 2 MiB
+    // custom section of incompressible bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let mut module = std::fs::read(guests::HELLO_P1).unwrap();
+    let mut payload = vec![0u8; 2 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for byte in payload.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *byte = x as u8;
+    }
+    let name = b"pad";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(&payload);
+    module.push(0);
+    let mut len = section.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        module.push(if len == 0 { byte } else { byte | 0x80 });
+        if len == 0 {
+            break;
+        }
+    }
+    module.extend_from_slice(&section);
+    let path = dir.path().join("big.wasm");
+    std::fs::write(&path, &module).unwrap();
+    let image = format!("{}/big:1", reg.addr);
+    b.run(&["image", "build", path.to_str().unwrap(), "-t", &image, "--artifact"]).expect_code(0);
+    b.run(&["image", "push", &image, "--plain-http"]).expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&b.run(&["image", "inspect", &image]).stdout).unwrap();
+    let layer = v["manifest"]["layers"][0]["digest"].as_str().unwrap().to_string();
+    // Through the proxy, the layer's first download stops after 1 MiB.
+    let (proxy, heads) = cutting_proxy(reg.addr.clone(), layer.clone(), 1 << 20);
+    let via = format!("{proxy}/big:1");
+    let edge = Berth::new();
+    let o = edge.run(&["run", "--pull", "missing", "--plain-http", &via]);
+    o.expect_code(0);
+    assert!(o.stdout.contains("(p1 module)"), "{}\n{}", o.stdout, o.stderr);
+    let heads = heads.lock().unwrap().clone();
+    let gets: Vec<&String> = heads.iter().filter(|h| h.starts_with("get ") && h.contains(&format!("/blobs/{layer}"))).collect();
+    assert_eq!(gets.len(), 2, "one cut download and one resumed: {gets:#?}");
+    assert!(gets[1].contains("range: bytes="), "the second download asked for the rest only: {}", gets[1]);
+    assert!(!gets[0].contains("range:"), "{}", gets[0]);
+}
+
+/// Serves, on `bind`, one HTTP request per connection with `answer`
+/// (request head, lowercased -> response bytes); records every head.
+fn tiny_server(bind: &str, answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::sync::{Arc, Mutex};
+    let l = std::net::TcpListener::bind(bind).unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let (h, answer) = (heads.clone(), Arc::new(answer));
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let (h, answer) = (h.clone(), answer.clone());
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&req).split("\r\n\r\n").next().unwrap_or("").to_lowercase();
+                h.lock().unwrap().push(head.clone());
+                let _ = s.write_all(&answer(&head));
+            });
+        }
+    });
+    (addr, heads)
+}
+
+fn http(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (k, v) in headers {
+        out += &format!("{k}: {v}\r\n");
+    }
+    out += "\r\n";
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+#[test]
+fn a_redirect_to_another_host_gets_no_credentials() {
+    // The image's blobs, from a store of berth's own.
+    let b = Berth::new();
+    b.run(&["image", "build", guests::HELLO_P1, "-t", "example.com/src:1", "--artifact"]).expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&b.run(&["image", "inspect", "example.com/src:1"]).stdout).unwrap();
+    let blob = |d: &str| std::fs::read(b.root.path().join("images/blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
+    let manifest = blob(v["digest"].as_str().unwrap());
+    let (config_d, layer_d) =
+        (v["manifest"]["config"]["digest"].as_str().unwrap().to_string(), v["manifest"]["layers"][0]["digest"].as_str().unwrap().to_string());
+    let (config, layer) = (blob(&config_d), blob(&layer_d));
+    // Blob storage on another host (127.0.0.2), as a registry's CDN is.
+    let (cdn, cdn_heads) = tiny_server("127.0.0.2:0", move |head| {
+        let body = if head.contains(&config_d) { config.clone() } else { layer.clone() };
+        http("200 OK", &[("content-type", "application/octet-stream")], &body)
+    });
+    // The registry: basic auth, blobs redirected to the other host.
+    let (reg, reg_heads) = tiny_server("127.0.0.1:0", move |head| {
+        if !head.contains("authorization: basic ") {
+            return http("401 Unauthorized", &[("www-authenticate", "Basic realm=\"berth-test\"")], b"");
+        }
+        if head.contains("/manifests/") {
+            return http("200 OK", &[("content-type", "application/vnd.oci.image.manifest.v1+json")], &manifest);
+        }
+        let digest = head.split("/blobs/").nth(1).and_then(|r| r.split(' ').next()).unwrap_or("").to_string();
+        http("307 Temporary Redirect", &[("location", &format!("http://{cdn}/store/{digest}"))], b"")
+    });
+    let edge = Berth::new();
+    let auth = format!("{{\"auths\": {{\"{reg}\": {{\"auth\": \"YWxpY2U6czNjcmV0\"}}}}}}");
+    common::write(&edge.root.path().join("auth/config.json"), auth);
+    let o = edge.run(&["image", "pull", &format!("{reg}/app:1"), "--plain-http"]);
+    o.expect_code(0);
+    let reg_heads = reg_heads.lock().unwrap().clone();
+    assert!(reg_heads.iter().any(|h| h.contains("/blobs/") && h.contains("authorization: basic ")), "the registry never got the credentials: {reg_heads:#?}");
+    let cdn_heads = cdn_heads.lock().unwrap().clone();
+    assert_eq!(cdn_heads.len(), 2, "config and layer from the other host: {cdn_heads:#?}");
+    assert!(cdn_heads.iter().all(|h| !h.contains("authorization")), "credentials went to another host: {cdn_heads:#?}");
+    let o = edge.run(&["run", "--pull", "never", &format!("{reg}/app:1")]);
+    assert!(o.stdout.contains("(p1 module)"), "{}", o.stderr);
+}

@@ -744,3 +744,31 @@ fn native_containers_honour_mount_propagation_as_runc_does() {
     }
     node.wait_clean();
 }
+
+#[test]
+fn a_wasm_artifact_runs_in_a_pod_with_a_command() {
+    use berth_host::oci::image::build::{self, BuildOptions};
+    let node = Node::start(&[]);
+    // CRI gives an artifact (application/wasm layer, no diff_ids) an empty
+    // rootfs; the shim finds the module through containerd's content store.
+    let built = build::build(&BuildOptions {
+        module: Some(guests::HELLO_P2.into()),
+        name: "berth.test/artifact:1".into(),
+        artifact: true,
+        adds: vec![],
+        rootfs: None,
+        entrypoint: vec![],
+    })
+    .unwrap();
+    let tar = node.c.dir.path().join("artifact.tar");
+    build::write_archive(&built, std::fs::File::create(&tar).unwrap()).unwrap();
+    let o = node.c.ctr_in("k8s.io", &["image", "import", "--all-platforms", "--no-unpack", tar.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let pod = node.run_pod("artifact", |_| {});
+    let id = node.run(&pod, "app", "berth.test/artifact:1", |c| c.command = vec!["/app.wasm".into()]);
+    let s = node.wait_exited(&id);
+    assert_eq!(s.exit_code, 0, "{s:?}");
+    assert!(stdout_lines(&node.log(&pod, "app")).iter().any(|l| l.contains("(p2 component)")), "{}", node.log(&pod, "app"));
+    node.remove_pod(&pod, Duration::from_secs(30));
+    node.wait_clean();
+}
