@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use protobuf::{Message as _, UnknownFields, UnknownValueRef};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 const CONTAINERS_GET: &str = "/containerd.services.containers.v1.Containers/Get";
 const IMAGES_GET: &str = "/containerd.services.images.v1.Images/Get";
@@ -126,22 +127,54 @@ impl Descriptor {
 pub struct Client {
     send: SendRequest<Full<Bytes>>,
     namespace: String,
+    deadlines: Deadlines,
+}
+
+/// How long containerd may take, so that a stalled containerd fails a
+/// create instead of hanging it.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// To accept the connection and finish the HTTP/2 handshake.
+    pub connect: Duration,
+    /// To answer a call, and between two pieces of a reply.
+    pub idle: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines { connect: Duration::from_secs(10), idle: Duration::from_secs(30) }
+    }
+}
+
+/// `fut`, or `err(what)` once `limit` has passed.
+async fn within<T, E>(limit: Duration, fut: impl std::future::Future<Output = Result<T, E>>, err: impl FnOnce(String) -> E) -> Result<T, E> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(err(format!("no answer within {limit:?}; is containerd stalled?"))),
+    }
 }
 
 impl Client {
     pub async fn connect(socket: &Path, namespace: &str) -> Result<Client, ApiError> {
+        Self::connect_with(socket, namespace, Deadlines::default()).await
+    }
+
+    pub async fn connect_with(socket: &Path, namespace: &str, deadlines: Deadlines) -> Result<Client, ApiError> {
         let fail = |reason: String| ApiError::Connect { socket: socket.to_path_buf(), reason };
-        let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| fail(e.to_string()))?;
-        let (send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| fail(format!("HTTP/2 handshake: {e}")))?;
+        let handshake = async {
+            let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| fail(e.to_string()))?;
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| fail(format!("HTTP/2 handshake: {e}")))
+        };
+        let (send, conn) = within(deadlines.connect, handshake, fail).await?;
         // The connection task ends when the client is dropped.
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "containerd connection ended");
             }
         });
-        Ok(Client { send, namespace: namespace.to_string() })
+        Ok(Client { send, namespace: namespace.to_string(), deadlines })
     }
 
     /// Calls `method` with `request`; each message of the (unary or
@@ -159,8 +192,9 @@ impl Client {
             .header("containerd-namespace", &self.namespace)
             .body(Full::new(framed.freeze()))
             .map_err(|e| proto(e.to_string()))?;
-        self.send.ready().await.map_err(|e| proto(e.to_string()))?;
-        let resp = self.send.send_request(req).await.map_err(|e| proto(e.to_string()))?;
+        let idle = self.deadlines.idle;
+        within(idle, async { self.send.ready().await.map_err(|e| e.to_string()) }, |e| e).await.map_err(&proto)?;
+        let resp = within(idle, async { self.send.send_request(req).await.map_err(|e| e.to_string()) }, |e| e).await.map_err(proto)?;
         if resp.status() != http::StatusCode::OK {
             return Err(proto(format!("HTTP status {}", resp.status())));
         }
@@ -168,7 +202,7 @@ impl Client {
         status(method, resp.headers())?;
         let mut body = resp.into_body();
         let mut buf = BytesMut::new();
-        while let Some(frame) = body.frame().await {
+        while let Some(frame) = within(idle, async { Ok::<_, String>(body.frame().await) }, |e| e).await.map_err(&proto)? {
             let frame = frame.map_err(|e| proto(e.to_string()))?;
             let frame = match frame.into_data() {
                 Ok(data) => {
@@ -365,5 +399,49 @@ mod tests {
     #[test]
     fn grpc_messages_are_percent_decoded() {
         assert_eq!(percent_decode(b"container %22x%22 not found%3A 100%"), "container \"x\" not found: 100%");
+    }
+
+    fn short() -> Deadlines {
+        Deadlines { connect: Duration::from_millis(300), idle: Duration::from_millis(300) }
+    }
+
+    #[tokio::test]
+    async fn a_containerd_that_never_answers_fails_the_call_by_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        // Accepts, then says nothing: no HTTP/2 handshake.
+        let mute = dir.path().join("mute.sock");
+        let l = tokio::net::UnixListener::bind(&mute).unwrap();
+        let _held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                conns.push(s);
+            }
+        });
+        let t = std::time::Instant::now();
+        // (The HTTP/2 handshake does not wait for the server's preface; the
+        // first call does.)
+        let err = match Client::connect_with(&mute, "ns", short()).await {
+            Ok(mut c) => c.unary(CONTAINERS_GET, &Msg::new().bytes(1, "c1")).await.err().expect("a deadline").to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("stalled"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        // Speaks HTTP/2 but never answers a request.
+        let stalled = dir.path().join("stalled.sock");
+        let l = tokio::net::UnixListener::bind(&stalled).unwrap();
+        let _server = tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut conn = h2::server::handshake(s).await.unwrap();
+                    let mut held = Vec::new();
+                    while let Some(Ok((req, respond))) = conn.accept().await {
+                        held.push((req, respond));
+                    }
+                });
+            }
+        });
+        let mut c = Client::connect_with(&stalled, "ns", short()).await.unwrap();
+        let err = c.unary(CONTAINERS_GET, &Msg::new().bytes(1, "c1")).await.err().expect("a deadline").to_string();
+        assert!(err.contains("Containers/Get") && err.contains("stalled"), "{err}");
     }
 }
