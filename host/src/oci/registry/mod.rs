@@ -167,16 +167,24 @@ impl Remote {
     }
 }
 
-/// Checks `user`/`password` against `registry` (as `docker login` does,
-/// with a request that needs them: a tag list, which a registry refuses
-/// with 401 for wrong credentials).
+/// Checks `user`/`password` against `registry`, as `docker login` does: a
+/// token registry's token endpoint, else a request that needs them (a tag
+/// list, refused with 401 for wrong credentials).
 pub fn check_login(registry: &str, user: &str, password: &str, opts: &RemoteOptions) -> Result<(), RegistryError> {
     let mut remote = Remote::new(registry, opts)?;
     remote.auth = RegistryAuth::Basic(user.into(), password.into());
     let probe = Reference::with_tag(registry.into(), "berth-login-check".into(), "latest".into());
+    let what = || format!("logging in as {user}");
+    // A token registry checks the password when it hands out a token.
+    match remote.rt.block_on(remote.client.auth(&probe, &remote.auth, oci_client::RegistryOperation::Pull)) {
+        Ok(Some(_token)) => return Ok(()),
+        Ok(None) => {}
+        Err(e) => return Err(remote.error(what(), e)),
+    }
+    // A basic-auth registry checks it on a request that needs it.
     match remote.rt.block_on(remote.client.list_tags(&probe, &remote.auth, Some(1), None)) {
         Ok(_) => Ok(()),
-        Err(e) => match remote.error(format!("logging in as {user}"), e) {
+        Err(e) => match remote.error(what(), e) {
             // Credentials that work, for a repository that is not there.
             RegistryError::NotFound { .. } => Ok(()),
             other => Err(other),
