@@ -39,13 +39,6 @@ pub enum ApiError {
     Protocol { method: String, reason: String },
 }
 
-impl ApiError {
-    /// gRPC's NOT_FOUND.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, ApiError::Status { code: 5, .. })
-    }
-}
-
 /// A protobuf message as numbered fields, for the handful of containerd
 /// messages berth reads and writes.
 #[derive(Default, Clone)]

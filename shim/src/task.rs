@@ -79,7 +79,7 @@ impl TaskService {
                 .map_err(|e| e.to_string())?
                 .compile_in_child();
             let cache = Cache::new(berth_host::paths::cache_dir());
-            Ok(Arc::new(Runtime::new(engine, cache, 1 << 30)))
+            Ok(Arc::new(Runtime::new(engine, cache, berth_host::wasm::load::DEFAULT_MAX_MODULE_BYTES)))
         });
         r.clone().map_err(|e| status(Code::INTERNAL, e))
     }

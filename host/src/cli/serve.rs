@@ -77,7 +77,7 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
     }
     let slots = (args.max_concurrency as u32).max(1);
     let engine = WasmEngine::new(&EngineOptions { pool_instances: slots + 8, max_memory_bytes: 4 << 30 })?;
-    let runtime = Arc::new(Runtime::new(engine, Cache::new(berth_host::paths::cache_dir()), 256 << 20));
+    let runtime = Arc::new(Runtime::new(engine, Cache::new(berth_host::paths::cache_dir()), berth_host::wasm::load::DEFAULT_MAX_MODULE_BYTES));
     let prepared = runtime.prepare(&plan)?;
     let service = Arc::new(HttpService::new(runtime, &prepared, &plan)?);
     serve_until_signalled(service, args.addr, None, limits, grace)

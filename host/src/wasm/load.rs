@@ -8,7 +8,9 @@ use std::time::Instant;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
-/// Modules larger than this are refused before compiling, unless configured.
+/// berth's one cap on a module's size, checked before compiling: the shim,
+/// its workers and `berth serve` use it, and `--max-module-size` (256MiB)
+/// defaults to it.
 pub const DEFAULT_MAX_MODULE_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +61,6 @@ impl Loaded {
 #[derive(Debug, Clone, Copy)]
 pub struct LoadInfo {
     pub cache_hit: bool,
-    pub precompiled_input: bool,
 }
 
 /// Reads at most `max` bytes of `file`, refusing larger files up front.
@@ -148,7 +149,7 @@ pub fn load(
         // --allow-precompiled; wasmtime still checks its header, version
         // and engine compatibility.
         let loaded = unsafe { deserialize(e, kind, Trusted::Bytes(&bytes)) }.map_err(incompatible)?;
-        return Ok((Arc::new(loaded), LoadInfo { cache_hit: false, precompiled_input: true }));
+        return Ok((Arc::new(loaded), LoadInfo { cache_hit: false }));
     }
     let binary_input = classify(&bytes).is_some();
     let (kind, wasm) = to_wasm(name, bytes)?;
@@ -160,7 +161,7 @@ pub fn load(
     };
     if let Some(loaded) = cache.live(&key) {
         tracing::debug!(module = name, "code shared with a guest already running");
-        return Ok((loaded, LoadInfo { cache_hit: true, precompiled_input: false }));
+        return Ok((loaded, LoadInfo { cache_hit: true }));
     }
     if let Some(path) = cache.lookup(&key) {
         let t = Instant::now();
@@ -170,7 +171,7 @@ pub fn load(
         match loaded {
             Ok(l) => {
                 tracing::debug!(module = name, entry = %path.display(), micros = t.elapsed().as_micros() as u64, "loaded precompiled code from cache");
-                return Ok((cache.keep(&key, l), LoadInfo { cache_hit: true, precompiled_input: false }));
+                return Ok((cache.keep(&key, l), LoadInfo { cache_hit: true }));
             }
             Err(err) => tracing::warn!(module = name, error = %err, "unusable cache entry; recompiling"),
         }
@@ -192,7 +193,7 @@ pub fn load(
     let loaded =
         unsafe { deserialize(e, kind, Trusted::Bytes(&compiled)) }.map_err(|err| LoadError::Invalid { name: name.to_string(), reason: err.to_string() })?;
     cache.store(&key, &compiled);
-    Ok((cache.keep(&key, loaded), LoadInfo { cache_hit: false, precompiled_input: false }))
+    Ok((cache.keep(&key, loaded), LoadInfo { cache_hit: false }))
 }
 
 /// The verb of the compiler process ([`compile_main`]).

@@ -87,7 +87,7 @@ pub fn run_bundle(id: &str, bundle: &Path, module: Option<&str>, stdio: [&str; 3
             super::netns::join_process(ns).map_err(|e| e.to_string())?;
         }
         let engine = WasmEngine::new(&EngineOptions::single()).map_err(|e| format!("{e:#}"))?;
-        let runtime = Runtime::new(engine, Cache::new(crate::paths::cache_dir()), 1 << 30);
+        let runtime = Runtime::new(engine, Cache::new(crate::paths::cache_dir()), crate::wasm::load::DEFAULT_MAX_MODULE_BYTES);
         let prepared = runtime.prepare(&plan).map_err(|e| format!("{e}"))?;
         // The granted directories are reached as root (containerd's bundle
         // directories are closed to other users, as they are for runc, whose
