@@ -400,3 +400,40 @@ fn compat_archives_import_into_containerd() {
     let line = ls.lines().find(|l| l.starts_with("example.com/hello:1.0 ")).unwrap_or_else(|| panic!("image missing from ctr images ls:\n{ls}"));
     assert!(line.contains("wasi/wasm"), "{line}");
 }
+
+#[test]
+fn image_rm_keeps_the_rootfs_a_running_guest_uses_until_it_ends() {
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "still here").unwrap();
+    let add = format!("{}:/static", dir.path().display());
+    b.run(&["image", "build", guests::FILE_TOOL_P1, "-t", "site:1", "--add", &add]).expect_code(0);
+    b.run(&["image", "build", guests::HELLO_P1, "-t", "other:1"]).expect_code(0);
+    let rootfs = b.root.path().join("rootfs");
+    let unpacked = || std::fs::read_dir(&rootfs).map(|d| d.flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count()).unwrap_or(0);
+    // The guest reads its rootfs only after its stdin closes.
+    let mut child = b
+        .cmd()
+        .args(["run", "site:1", "read-after-stdin", "/static/a.txt"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while unpacked() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the rootfs was never unpacked");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Let the guest start (its lease is taken before the rootfs is used).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    b.run(&["image", "rm", "site:1"]).expect_code(0);
+    let left = unpacked();
+    assert_eq!(left, 1, "image rm removed the rootfs a running guest uses");
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()), (Some(0), "still here"));
+    // Once it has ended, the next removal collects it.
+    b.run(&["image", "rm", "other:1"]).expect_code(0);
+    let left = unpacked();
+    assert_eq!(left, 0, "the rootfs outlived its last guest and image");
+}

@@ -1,10 +1,15 @@
-//! A tiny file tool: `read P`, `write P TEXT`, `append P TEXT`, `ls P`,
+//! A tiny file tool: `read P`, `read-after-stdin P` (reads stdin to its
+//! end first), `write P TEXT`, `append P TEXT`, `ls P`,
 //! `mkdir P`, `rm P`, and `cat` (stdin to stdout, then a byte count on
 //! stderr). Errors go to stderr with exit code 1.
 use std::io::{Read, Write};
 
 fn run(args: &[String]) -> std::io::Result<()> {
     match args {
+        [cmd, p] if cmd == "read-after-stdin" => {
+            std::io::stdin().read_to_end(&mut Vec::new())?;
+            print!("{}", std::fs::read_to_string(p)?);
+        }
         [cmd, p] if cmd == "read" => {
             let s = std::fs::read_to_string(p)?;
             print!("{s}");

@@ -69,6 +69,8 @@ pub enum Pull {
 
 pub fn run(args: RunArgs) -> Result<i32> {
     let max_module = parse_size(&args.max_module_size).context("--max-module-size")?;
+    // Held until the guest ends: `berth image rm` keeps the rootfs meanwhile.
+    let mut _rootfs_lease = None;
     let plan = match &args.bundle {
         Some(dir) => {
             refuse_cli_grants(&args)?;
@@ -80,7 +82,11 @@ pub fn run(args: RunArgs) -> Result<i32> {
             bundle_plan(&args, dir)?
         }
         None => match image_target(&args)? {
-            Some(store) => image_plan(&args, &store)?,
+            Some(store) => {
+                let (plan, lease) = image_plan(&args, &store)?;
+                _rootfs_lease = lease;
+                plan
+            }
             None => file_plan(&args)?,
         },
     };
@@ -187,13 +193,13 @@ fn image_target(args: &RunArgs) -> Result<Option<Store>> {
     Ok(None)
 }
 
-fn image_plan(args: &RunArgs, store: &Store) -> Result<RunPlan> {
+fn image_plan(args: &RunArgs, store: &Store) -> Result<(RunPlan, Option<image::rootfs::Lease>)> {
     let (name, guest_args) = args.command.split_first().expect("checked by image_target");
-    let mut plan = image::plan_for_image(store, name, guest_args, &unpack::Limits::default())?;
+    let (mut plan, lease) = image::plan_for_image(store, name, guest_args, &unpack::Limits::default())?;
     plan.allow_precompiled = args.allow_precompiled;
     apply_grants(args, &mut plan)?;
     apply_limits(args, &mut plan)?;
-    Ok(plan)
+    Ok((plan, lease))
 }
 
 /// `--dir`, `--env` and `--net-*`: what the user grants on top of a file

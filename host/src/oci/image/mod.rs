@@ -79,7 +79,9 @@ pub fn artifact_layer(manifest: &oci_spec::image::ImageManifest) -> Result<&oci_
 /// The plan to run image `name` with `args` (which replace the image's
 /// `Cmd` when given). The rootfs is unpacked on first use and shown to
 /// the guest read-only.
-pub fn plan_for_image(store: &Store, name: &str, args: &[String], limits: &unpack::Limits) -> Result<RunPlan, ImageError> {
+/// The plan to run image `name`, and for an image with a filesystem the
+/// lease on its unpacked rootfs, to hold while the guest runs.
+pub fn plan_for_image(store: &Store, name: &str, args: &[String], limits: &unpack::Limits) -> Result<(RunPlan, Option<rootfs::Lease>), ImageError> {
     let rec = store.resolve(name)?;
     let invalid = |problem: String| ImageError::Invalid { name: rec.name.clone(), problem };
     let (manifest, kind) = open(store, &rec)?;
@@ -88,17 +90,18 @@ pub fn plan_for_image(store: &Store, name: &str, args: &[String], limits: &unpac
             let layer = artifact_layer(&manifest).map_err(invalid)?;
             let digest = layer.digest().to_string();
             let arg0 = format!("{}.wasm", names::short(&rec.name));
-            return Ok(RunPlan {
+            let plan = RunPlan {
                 name: rec.name.clone(),
                 entrypoint: Entrypoint { source: ModuleSource::Blob { path: store.blob_path(&digest)?, digest }, export: None },
                 args: std::iter::once(arg0).chain(args.iter().cloned()).collect(),
                 ..Default::default()
-            });
+            };
+            return Ok((plan, None));
         }
         Kind::Filesystem(c) => c,
     };
     let diff_ids = config.rootfs().diff_ids().clone();
-    let (root, hit) = rootfs::ensure(store, &manifest, &diff_ids, limits)?;
+    let (root, hit, lease) = rootfs::ensure(store, &manifest, &diff_ids, limits)?;
     tracing::debug!(image = %rec.name, rootfs = %root.display(), cache_hit = hit, "rootfs ready");
     let c = config.config().clone().unwrap_or_default();
     let mut process_args: Vec<String> = c.entrypoint().clone().unwrap_or_default();
@@ -123,7 +126,7 @@ pub fn plan_for_image(store: &Store, name: &str, args: &[String], limits: &unpac
     let mut plan = bundle::plan_from_spec(&bundle_dir, &spec).map_err(|source| ImageError::Plan { name: rec.name.clone(), source })?;
     plan.name = rec.name.clone();
     plan.user = user;
-    Ok(plan)
+    Ok((plan, Some(lease)))
 }
 
 /// The image config's `User`: empty (the invoking user), `uid` or

@@ -45,7 +45,47 @@ pub fn chain_id(diff_ids: &[String]) -> String {
 
 /// Returns the rootfs of an image, unpacking it first when it is not cached.
 /// The bool is true on a cache hit.
-pub fn ensure(store: &Store, manifest: &ImageManifest, diff_ids: &[String], limits: &Limits) -> Result<(PathBuf, bool), RootfsError> {
+pub fn ensure(store: &Store, manifest: &ImageManifest, diff_ids: &[String], limits: &Limits) -> Result<(PathBuf, bool, Lease), RootfsError> {
+    let dest = base_dir(store).join(chain_id(diff_ids).trim_start_matches("sha256:"));
+    let leased = |dest: &Path| lease(dest).map_err(|source| RootfsError::Io { path: dest.to_path_buf(), source });
+    // A directory `prune` removes between our look and our lease is
+    // unpacked again (at most twice more: prune removes only what no
+    // image names).
+    for _ in 0..3 {
+        let hit = dest.is_dir();
+        if !hit {
+            unpack_into(store, manifest, diff_ids, limits, &dest)?;
+        }
+        if let Some(l) = leased(&dest)? {
+            return Ok((dest, hit, l));
+        }
+    }
+    Err(RootfsError::Io { path: dest, source: std::io::Error::other("removed again and again while being unpacked; is `berth image rm` running in a loop?") })
+}
+
+/// A shared lock on an unpacked rootfs, held while a guest runs from it:
+/// [`prune`] keeps a directory while anyone holds one.
+#[derive(Debug)]
+pub struct Lease(#[allow(dead_code)] std::fs::File);
+
+/// A lease on `dir`, if it is still there once the lock is held.
+fn lease(dir: &Path) -> std::io::Result<Option<Lease>> {
+    use std::os::unix::fs::MetadataExt;
+    let f = match std::fs::File::open(dir) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockShared)?;
+    let held = f.metadata()?;
+    match std::fs::metadata(dir) {
+        Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => Ok(Some(Lease(f))),
+        _ => Ok(None),
+    }
+}
+
+/// Unpacks the layers into a staging directory renamed to `dest`.
+fn unpack_into(store: &Store, manifest: &ImageManifest, diff_ids: &[String], limits: &Limits, dest: &Path) -> Result<(), RootfsError> {
     if diff_ids.len() != manifest.layers().len() {
         return Err(RootfsError::LayerCount { diff_ids: diff_ids.len(), layers: manifest.layers().len() });
     }
@@ -55,11 +95,6 @@ pub fn ensure(store: &Store, manifest: &ImageManifest, diff_ids: &[String], limi
         move |source| RootfsError::Io { path, source }
     };
     std::fs::create_dir_all(&base).map_err(io(&base))?;
-    let chain = chain_id(diff_ids);
-    let dest = base.join(chain.trim_start_matches("sha256:"));
-    if dest.is_dir() {
-        return Ok((dest, true));
-    }
     let staging = tempfile::Builder::new().prefix(".unpack-").tempdir_in(&base).map_err(io(&base))?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -80,7 +115,7 @@ pub fn ensure(store: &Store, manifest: &ImageManifest, diff_ids: &[String], limi
         }
     }
     let staged = staging.keep();
-    match std::fs::rename(&staged, &dest) {
+    match std::fs::rename(&staged, dest) {
         Ok(()) => {}
         // Another process unpacked the same chain first: use theirs.
         Err(_) if dest.is_dir() => {
@@ -88,12 +123,12 @@ pub fn ensure(store: &Store, manifest: &ImageManifest, diff_ids: &[String], limi
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staged);
-            return Err(io(&dest)(e));
+            return Err(io(dest)(e));
         }
     }
     tracing::debug!(rootfs = %dest.display(), layers = diff_ids.len(), entries = stats.entries, bytes = stats.bytes,
         skipped = stats.skipped, stripped = stats.stripped, millis = started.elapsed().as_millis() as u64, "unpacked image");
-    Ok((dest, false))
+    Ok(())
 }
 
 /// Deletes cached rootfs directories whose chain is not in `keep` (hex),
@@ -108,7 +143,17 @@ pub fn prune(store: &Store, keep: &HashSet<String>) -> u64 {
         if name.starts_with('.') && fresh {
             continue;
         }
-        if !keep.contains(&name) && std::fs::remove_dir_all(e.path()).is_ok() {
+        if keep.contains(&name) {
+            continue;
+        }
+        // A rootfs a guest runs from is leased: keep it (the next prune
+        // after that guest ends removes it). The lock is held while removing.
+        let Ok(dir) = std::fs::File::open(e.path()) else { continue };
+        if rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            tracing::info!(rootfs = %e.path().display(), "unused by any image but a guest runs from it; kept until it ends");
+            continue;
+        }
+        if std::fs::remove_dir_all(e.path()).is_ok() {
             removed += 1;
         }
     }
