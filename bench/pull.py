@@ -16,24 +16,15 @@ compat image into a snapshot (berth unpacks at its first run).
 """
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from containerd import Containerd, interleaved, sh  # noqa: E402
+from serve import free_port, wait_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def big_module(path, hello):
@@ -63,12 +54,7 @@ def main():
     reg = subprocess.Popen(["docker-registry", "serve", f"{work}/registry.yml"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ctrd = Containerd(bindir, '[plugins."io.containerd.metadata.v1.bolt"]\n  content_sharing_policy = "isolated"\n')
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_port(port)
         hello = os.path.join(work, "guests/wasm32-wasip1/release/hello.wasm")
         sh("cargo", "build", "--release", "-q", "--manifest-path", f"{ROOT}/guest-examples/Cargo.toml", "--target", "wasm32-wasip1", "--target-dir", f"{work}/guests", "--bin", "hello")
         big_module(f"{work}/big.wasm", hello)
