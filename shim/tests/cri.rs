@@ -276,7 +276,7 @@ impl Node {
             });
             let what = if stop { "StopPodSandbox" } else { "RemovePodSandbox" };
             match r {
-                Err(_) => panic!("{what} {} did not return within {within:?}; shims' children: {:?}", pod.id, self.shim_children()),
+                Err(_) => panic!("{what} {} did not return within {within:?}; shims' children: {:?}", pod.id, children_of(&self.shims())),
                 Ok(Err(e)) => panic!("{what} {}: {e}", pod.id),
                 Ok(Ok(())) => {}
             }
@@ -294,21 +294,6 @@ impl Node {
 
     fn shims(&self) -> Vec<u32> {
         self.c.shim_pids("containerd-shim-berth-v1")
-    }
-
-    /// Every child of every berth shim: (pid, state, name).
-    fn shim_children(&self) -> Vec<(u32, String)> {
-        let shims = self.shims();
-        let mut out = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
-            let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") ")) else { continue };
-            let f: Vec<&str> = rest.split(' ').collect();
-            if f.get(1).and_then(|p| p.parse::<u32>().ok()).is_some_and(|pp| shims.contains(&pp)) {
-                out.push((e.file_name().to_string_lossy().parse().unwrap_or(0), format!("{} {name}", f[0])));
-            }
-        }
-        out
     }
 
     /// Waits (10 s at most) until no berth shim of this node runs, then

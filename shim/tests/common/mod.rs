@@ -41,8 +41,8 @@ pub fn import_busybox(c: &Containerd, ns: &str, name: &str, entrypoint: &[&str])
     import(c, ns, &BuildOptions { module: None, name: name.into(), artifact: false, adds: vec![], rootfs: Some(root), entrypoint });
 }
 
-/// Zombie processes (pid and name) whose parent is one of `parents`.
-pub fn zombies_of(parents: &[u32]) -> Vec<(u32, String)> {
+/// Processes whose parent is one of `parents`: (pid, state letter, name).
+pub fn children_of(parents: &[u32]) -> Vec<(u32, String, String)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
@@ -50,11 +50,16 @@ pub fn zombies_of(parents: &[u32]) -> Vec<(u32, String)> {
         let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") ")) else { continue };
         let f: Vec<&str> = rest.split(' ').collect();
         let ppid = f.get(1).and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
-        if f.first() == Some(&"Z") && parents.contains(&ppid) {
-            out.push((pid, name.to_string()));
+        if parents.contains(&ppid) {
+            out.push((pid, f.first().unwrap_or(&"?").to_string(), name.to_string()));
         }
     }
     out
+}
+
+/// Zombie processes (pid and name) whose parent is one of `parents`.
+pub fn zombies_of(parents: &[u32]) -> Vec<(u32, String)> {
+    children_of(parents).into_iter().filter(|(_, state, _)| state == "Z").map(|(pid, _, name)| (pid, name)).collect()
 }
 
 /// Waits (5 s at most) until none of the processes `shims` lists has a

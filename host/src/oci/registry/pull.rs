@@ -58,9 +58,9 @@ pub fn pull(store: &Store, name: &str, wanted: Option<&Platform>, opts: &RemoteO
     let what = format!("pulling {full}");
     let (bytes, media_type) = fetch_document(&remote, &r, &what, parsed.digest.as_deref(), None)?;
     let (desc, bytes, manifest) = if INDEX_TYPES.contains(&media_type.as_str()) {
-        choose(&remote, &r, &what, bytes, &media_type, wanted, 0)?
+        choose(&remote, &r, &what, bytes, wanted, 0)?
     } else {
-        let manifest = parse_manifest(&what, &bytes, &media_type)?;
+        let manifest = parse_manifest(&what, &bytes)?;
         let d = descriptor(&media_type, &bytes);
         (d, bytes, manifest)
     };
@@ -125,7 +125,7 @@ fn fetch_document(remote: &Remote, r: &oci_client::Reference, what: &str, digest
     Ok((bytes.to_vec(), media_type))
 }
 
-fn parse_manifest(what: &str, bytes: &[u8], _media_type: &str) -> Result<ImageManifest, RegistryError> {
+fn parse_manifest(what: &str, bytes: &[u8]) -> Result<ImageManifest, RegistryError> {
     serde_json::from_slice(bytes).map_err(|e| RegistryError::Invalid { what: what.into(), problem: format!("not a valid image manifest: {e}") })
 }
 
@@ -135,7 +135,6 @@ fn choose(
     r: &oci_client::Reference,
     what: &str,
     bytes: Vec<u8>,
-    _media_type: &str,
     wanted: Option<&Platform>,
     depth: usize,
 ) -> Result<(Descriptor, Vec<u8>, ImageManifest), RegistryError> {
@@ -158,15 +157,15 @@ fn choose(
                 docs.push(None);
             }
             (_, true) => {
-                let (b, m) = fetch_document(remote, &sub, what, Some(d.digest().as_ref()), Some(d.size()))?;
-                let chosen = choose(remote, &sub, what, b, &m, wanted, depth + 1)?;
+                let (b, _) = fetch_document(remote, &sub, what, Some(d.digest().as_ref()), Some(d.size()))?;
+                let chosen = choose(remote, &sub, what, b, wanted, depth + 1)?;
                 let p = chosen.0.platform().as_ref().map(Platform::from_oci).unwrap_or_else(platform::host);
                 offered.push((chosen.0.digest().to_string(), p));
                 docs.push(Some(chosen));
             }
             (None, false) => {
-                let (b, m) = fetch_document(remote, &sub, what, Some(d.digest().as_ref()), Some(d.size()))?;
-                let manifest = parse_manifest(what, &b, &m)?;
+                let (b, _) = fetch_document(remote, &sub, what, Some(d.digest().as_ref()), Some(d.size()))?;
+                let manifest = parse_manifest(what, &b)?;
                 let cfg = small_blob(remote, &sub, manifest.config())?;
                 offered.push((d.digest().to_string(), platform::of_config(&cfg)));
                 docs.push(Some(((*d).clone(), b, manifest)));
@@ -183,7 +182,7 @@ fn choose(
     if INDEX_TYPES.contains(&m.as_str()) {
         return Err(RegistryError::Invalid { what: what.into(), problem: format!("{} is listed as a manifest but is an index", d.digest()) });
     }
-    let manifest = parse_manifest(what, &b, &m)?;
+    let manifest = parse_manifest(what, &b)?;
     Ok((d.clone(), b, manifest))
 }
 
