@@ -146,6 +146,55 @@ impl Containerd {
     pub fn ctr_in(&self, ns: &str, args: &[&str]) -> Output {
         Command::new("ctr").arg("--address").arg(self.socket()).args(["--namespace", ns]).args(args).stdin(Stdio::null()).output().expect("running ctr")
     }
+
+    /// `ctr ARGS` with a terminal of its own for stdin, stdout and stderr
+    /// (as `ctr run -t` and `ctr task exec -t` want): a fresh pty whose
+    /// master the test reads until every holder of the terminal is gone,
+    /// so nothing the container wrote is lost. The output is the
+    /// terminal's (stdout and stderr as one, with CR LF line ends).
+    pub fn ctr_on_terminal(&self, args: &[&str]) -> Output {
+        use std::io::Read;
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let (mut master, slave) = {
+            let (mut m, mut s) = (-1, -1);
+            // SAFETY: openpty writes two descriptors into the given ints; the
+            // name, termios and winsize pointers may be null.
+            let r = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+            assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+            // SAFETY: both descriptors were just opened and are owned here.
+            unsafe { (std::fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s)) }
+        };
+        let stdio = || Stdio::from(slave.try_clone().expect("dup of the pty"));
+        let mut child = Command::new("ctr")
+            .arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", "berth-test"])
+            .args(args)
+            .stdin(stdio())
+            .stdout(stdio())
+            .stderr(stdio())
+            .spawn()
+            .expect("running ctr");
+        // Only ctr (and what it starts) holds the terminal now: reads end
+        // with EIO once they are all gone, after the last byte.
+        drop(slave);
+        let reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match master.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // EIO: the other end is closed and drained.
+                    Err(_) => break,
+                }
+            }
+            out
+        });
+        let status = child.wait().expect("waiting for ctr");
+        Output { status, stdout: reader.join().expect("the terminal reader"), stderr: Vec::new() }
+    }
 }
 
 impl Containerd {
