@@ -8,6 +8,8 @@
 pub mod caps;
 pub mod containerd;
 pub mod error;
+pub mod helper;
+pub mod helper_main;
 pub mod install;
 pub mod native;
 pub mod oci;
@@ -15,4 +17,5 @@ pub mod paths;
 pub mod plan;
 pub mod process;
 pub mod size;
+pub mod stdio;
 pub mod wasm;

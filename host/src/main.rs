@@ -5,11 +5,10 @@
 mod cli;
 
 fn main() {
-    // Re-executed as the single-threaded helper that creates native
-    // containers (see berth_host::native).
+    // Re-executed as the helper (see berth_host::helper).
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(berth_host::native::HELPER_ARG) {
-        std::process::exit(berth_host::native::helper_main(&args[2..]));
+    if args.get(1).map(String::as_str) == Some(berth_host::helper::ARG) {
+        std::process::exit(berth_host::helper_main::main(&args[2..]));
     }
     std::process::exit(cli::main());
 }

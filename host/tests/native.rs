@@ -43,7 +43,7 @@ fn wait_for_child_of(parent: u32, arg: &str) -> i32 {
             let ppid = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)).and_then(|p| p.parse::<u32>().ok());
             let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<&str> = cmdline.split('\0').collect();
-            if ppid == Some(parent) && args.contains(&arg) && !args.contains(&berth_host::native::HELPER_ARG) {
+            if ppid == Some(parent) && args.contains(&arg) && !args.contains(&berth_host::helper::ARG) {
                 return pid;
             }
         }

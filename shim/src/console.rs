@@ -97,12 +97,12 @@ fn recv_fd(sock: i32) -> std::io::Result<OwnedFd> {
 /// its stdout FIFO, on two threads that end with the streams.
 fn copy_io(master: &File, stdin: &str, stdout: &str) -> std::io::Result<()> {
     if !stdin.is_empty() {
-        let mut input = berth_host::wasm::open_stdio(Path::new(stdin), false).map_err(std::io::Error::other)?;
+        let mut input = berth_host::stdio::open(Path::new(stdin), false)?;
         let mut out = master.try_clone()?;
         std::thread::spawn(move || std::io::copy(&mut input, &mut out));
     }
     if !stdout.is_empty() {
-        let mut output = berth_host::wasm::open_stdio(Path::new(stdout), true).map_err(std::io::Error::other)?;
+        let mut output = berth_host::stdio::open(Path::new(stdout), true)?;
         let mut input = master.try_clone()?;
         // EIO once the last process holding the terminal has exited.
         std::thread::spawn(move || std::io::copy(&mut input, &mut output));

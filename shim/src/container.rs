@@ -6,6 +6,7 @@ use crate::exec::Exec;
 use crate::lifecycle::Lifecycle;
 pub use crate::lifecycle::{timestamp, Exited, Status};
 use berth_host::containerd;
+use berth_host::helper::Verb;
 use berth_host::native::Usage;
 use berth_host::oci::annotations::DEFAULT_HTTP_ADDR;
 use berth_host::oci::entry::EntryError;
@@ -168,7 +169,7 @@ impl Container {
         // Guests run here report traps on their stderr; workers and native
         // containers write their own.
         let stderr = match job {
-            Job::Run { .. } | Job::Serve { .. } => fifo(&req.stdio[2]).and_then(|p| berth_host::wasm::open_stdio(&p, true).ok()),
+            Job::Run { .. } | Job::Serve { .. } => fifo(&req.stdio[2]).and_then(|p| berth_host::stdio::open(&p, true).ok()),
             Job::Native { .. } | Job::Worker { .. } => None,
         };
         Ok(Container {
@@ -197,17 +198,19 @@ impl Container {
             true => Some(crate::console::ConsoleSocket::new().map_err(|e| fail(format!("making its console socket: {e}")))?),
             false => None,
         };
-        let mut cmd = crate::exec::helper("create").map_err(fail)?;
+        let mut cmd = crate::helper::command(Verb::Create).map_err(fail)?;
         cmd.arg(&id).arg(req.bundle).arg(&req.native_root).args(&req.stdio);
         if let Some(c) = &console {
             cmd.arg(c.path());
         }
-        let pid = match crate::exec::run_helper(cmd).await {
+        let pid = match crate::helper::run_for_pid(Verb::Create, cmd).await {
             Ok(pid) => pid,
             Err(e) => {
                 // Whatever the helper left half made (an init waiting for
                 // Start, a cgroup, state) goes with the failed create.
-                let _ = berth_host::native::delete(&req.native_root, &id);
+                if let Err(d) = crate::helper::native(Verb::Delete, &req.native_root, &id).await {
+                    tracing::warn!(container_id = %id, error = %d, "removing a container whose create failed");
+                }
                 return Err(fail(e));
             }
         };
@@ -322,14 +325,14 @@ impl Container {
     /// Starts the guest on the shim's executor (a native container's
     /// process in its namespaces). `on_exit` runs once when it ends, however
     /// it ends (exit, trap, kill, panic).
-    pub fn start(self: &Arc<Self>, runtime: Arc<Runtime>, on_exit: impl FnOnce(Exited) + Send + 'static) -> Result<(), String> {
+    pub async fn start(self: &Arc<Self>, runtime: Arc<Runtime>, on_exit: impl FnOnce(Exited) + Send + 'static) -> Result<(), String> {
         if !self.life.begin() {
             return Err(format!("container {} was already started", self.id));
         }
         if let Job::Native { root, exit, .. } = &self.job {
-            if let Err(e) = berth_host::native::start(root, &self.id) {
+            if let Err(e) = crate::helper::native(Verb::Start, root, &self.id).await {
                 self.life.unbegin();
-                return Err(e.to_string());
+                return Err(e);
             }
             // None: the watch was taken by a Kill of the created
             // container, which saw its end; that exit stands.
@@ -339,7 +342,7 @@ impl Container {
             return Ok(());
         }
         if let Job::Worker { pid, module } = &self.job {
-            let spawned = crate::exec::helper("wasm").and_then(|mut cmd| {
+            let spawned = crate::helper::command(Verb::Wasm).and_then(|mut cmd| {
                 cmd.arg(&self.id).arg(&self.bundle).arg(module.as_deref().unwrap_or("-")).args(&self.stdio);
                 cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
                 crate::reaper::spawn_watched(&mut cmd).map_err(|e| format!("starting its worker: {e}"))
@@ -643,10 +646,10 @@ impl Container {
     }
 
     /// Releases what the container holds on the host: a native container's
-    /// cgroup and state, its rootfs mount.
-    pub fn release(&self) {
+    /// cgroup and state (after its poststop hooks), its rootfs mount.
+    pub async fn release(&self) {
         if let Job::Native { root, .. } = &self.job {
-            if let Err(e) = berth_host::native::delete(root, &self.id) {
+            if let Err(e) = crate::helper::native(Verb::Delete, root, &self.id).await {
                 tracing::warn!(container_id = %self.id, error = %e, "removing the native container");
             }
         }

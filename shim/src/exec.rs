@@ -1,22 +1,9 @@
-//! Processes exec'd into native containers (`ctr task exec`), and the
-//! single-threaded helper (this binary re-executed) that creates native
-//! containers and exec processes: creating them forks and runs Rust in the
-//! children, which the multi-threaded shim must never do itself.
+//! Processes exec'd into native containers (`ctr task exec`), made by the
+//! helper ([`crate::helper`]).
 use crate::lifecycle::{Exited, Lifecycle, Status};
+use berth_host::helper::Verb;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
-
-/// The helper command for `verb` (`create` or `exec`): this binary again,
-/// from a read-only bind mount of itself.
-pub fn helper(verb: &str) -> Result<Command, String> {
-    berth_host::native::helper_command(verb).map_err(|e| format!("preparing the native helper: {e}"))
-}
-
-/// Runs the helper off the async threads; the pid it made, or its error.
-pub async fn run_helper(cmd: Command) -> Result<i32, String> {
-    tokio::task::spawn_blocking(move || berth_host::native::run_helper(cmd)).await.expect("helper task")
-}
 
 /// One exec'd process.
 pub struct Exec {
@@ -58,7 +45,7 @@ impl Exec {
             self.life.unbegin();
             format!("exec {} in container {container}: {e}", self.id)
         };
-        let mut cmd = helper("exec").map_err(fail)?;
+        let mut cmd = crate::helper::command(Verb::Exec).map_err(fail)?;
         cmd.arg(container).arg(&self.process).arg(root).args(&self.stdio);
         let console = match self.terminal {
             true => Some(crate::console::ConsoleSocket::new().map_err(|e| fail(format!("making its console socket: {e}")))?),
@@ -67,7 +54,7 @@ impl Exec {
         if let Some(c) = &console {
             cmd.arg(c.path());
         }
-        let pid = run_helper(cmd).await.map_err(fail)?;
+        let pid = crate::helper::run_for_pid(Verb::Exec, cmd).await.map_err(fail)?;
         *self.pid.lock().unwrap() = Some(pid);
         let rx = crate::reaper::watch(pid);
         let me = self.clone();

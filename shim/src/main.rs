@@ -5,6 +5,7 @@
 mod console;
 mod container;
 mod exec;
+mod helper;
 mod info;
 mod lifecycle;
 mod logging;
@@ -14,11 +15,11 @@ mod task;
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    // Re-executed as the single-threaded helper that creates native
-    // containers: nothing else (no async runtime, no threads) may start.
-    if args.get(1).and_then(|a| a.to_str()) == Some(berth_host::native::HELPER_ARG) {
+    // Re-executed as the helper (berth_host::helper): nothing else (no
+    // async runtime, no threads) may start.
+    if args.get(1).and_then(|a| a.to_str()) == Some(berth_host::helper::ARG) {
         let rest: Vec<String> = args[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        std::process::exit(berth_host::native::helper_main(&rest));
+        std::process::exit(berth_host::helper_main::main(&rest));
     }
     let flags = match containerd_shim::parse(&args[1..]) {
         Ok(f) => f,

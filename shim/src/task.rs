@@ -202,6 +202,7 @@ impl Task for TaskService {
                 svc.publish("/tasks/exit", Box::new(TaskService::exit_event(&exited.id, &exited.id, exited.pid(), e))).await
             });
         })
+        .await
         .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
         self.publish("/tasks/start", Box::new(TaskStart { container_id: req.id.clone(), pid: c.pid(), ..Default::default() })).await;
         Ok(api::StartResponse { pid: c.pid(), ..Default::default() })
@@ -249,7 +250,7 @@ impl Task for TaskService {
         };
         let e = e.unwrap_or(Exited { status: 0, at: std::time::SystemTime::now() });
         self.0.containers.lock().unwrap().remove(&req.id);
-        c.release();
+        c.release().await;
         tracing::info!(container_id = %req.id, pod_id = %c.pod, exit_status = e.status, "container deleted");
         let ev = TaskDelete {
             container_id: req.id.clone(),

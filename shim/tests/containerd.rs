@@ -547,6 +547,123 @@ const BUSYBOX: &str = "example.com/busybox:1";
 /// FIFO before it sees the exit.
 const CTR_DRAIN: &str = "sleep 0.5";
 
+/// A native container's spec as `ctr oci spec` makes it, running `args`
+/// from a busybox rootfs in berth group `group`, with `hooks` (an OCI
+/// hooks object), for `ctr run --config`.
+fn native_spec(env: &Env, dir: &Path, name: &str, args: &[&str], group: &str, hooks: serde_json::Value) -> PathBuf {
+    let o = env.ctr(&["oci", "spec"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut spec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rootfs = dir.join(format!("{name}-rootfs"));
+    berth_tests::busybox::rootfs(&rootfs);
+    spec["root"] = serde_json::json!({ "path": rootfs, "readonly": false });
+    spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/berth-test/{name}"));
+    spec["process"]["args"] = serde_json::json!(args);
+    spec["process"]["env"] = serde_json::json!(["PATH=/bin"]);
+    spec["process"]["terminal"] = serde_json::json!(false);
+    spec["annotations"] = serde_json::json!({ "berth.dev/group": group });
+    spec["hooks"] = hooks;
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    path
+}
+
+/// Lines in a file the hooks append to.
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+#[test]
+fn slow_hooks_hold_up_only_their_own_container() {
+    let env = Env::new(&[]);
+    env.import_busybox(BUSYBOX);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    // More containers whose poststop hooks wait than the shim has async
+    // worker threads (one per CPU), and one more in the same shim that
+    // must keep answering meanwhile. The hooks run on the host.
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) + 1;
+    let hook = |script: String| serde_json::json!([{ "path": "/bin/sh", "args": ["sh", "-c", script] }]);
+    for i in 0..n {
+        let hooks = serde_json::json!({
+            "poststart": hook(format!("echo {i} >> {d}/started")),
+            "poststop": hook(format!("echo {i} >> {d}/stopping; while [ ! -e {d}/release ]; do sleep 0.05; done; echo {i} >> {d}/stopped")),
+        });
+        let spec = native_spec(&env, dir.path(), &format!("h{i}"), &["sleep", "1000"], "hooks", hooks);
+        let o = env.ctr(&["run", "-d", "--null-io", "--config", spec.to_str().unwrap(), "--runtime", RUNTIME, &format!("h{i}")]);
+        assert!(o.status.success(), "h{i}: {}", text(&o));
+        env.wait_status(&format!("h{i}"), "RUNNING");
+    }
+    // Poststart hooks ran, and saw their status (a shim that reaps every
+    // child must not take a hook's from the code waiting for it).
+    assert_eq!(lines(&dir.path().join("started")), n, "every poststart hook ran once");
+    let o = env.ctr(&["run", "-d", "--null-io", "--annotation", "berth.dev/group=hooks", "--runtime", RUNTIME, BUSYBOX, "other", "sleep", "1000"]);
+    assert!(o.status.success(), "{}", text(&o));
+    env.wait_status("other", "RUNNING");
+    assert_eq!(env.shims().len(), 1, "one shim serves the group");
+    for i in 0..n {
+        assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", &format!("h{i}")]).status.success());
+        env.wait_status(&format!("h{i}"), "STOPPED");
+    }
+    let removals: Vec<_> = (0..n)
+        .map(|i| {
+            Command::new("ctr")
+                .arg("--address")
+                .arg(env.c.socket())
+                .args(["--namespace", "berth-test", "task", "rm", &format!("h{i}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lines(&dir.path().join("stopping")) < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} poststop hooks started: deletes wait for each other\ncontainerd log:\n{}",
+            lines(&dir.path().join("stopping")),
+            env.c.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Every delete is inside its hook: the shim still serves the group's
+    // other container.
+    let mut ps = Command::new("ctr")
+        .arg("--address")
+        .arg(env.c.socket())
+        .args(["--namespace", "berth-test", "task", "ps", "other"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ps.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = ps.kill();
+            let _ = std::fs::write(dir.path().join("release"), "");
+            panic!("the shim did not answer `ctr task ps` within 10 s while {n} poststop hooks ran");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = ps.wait_with_output().unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).lines().count() >= 2, "{}", text(&o));
+    assert_eq!(lines(&dir.path().join("stopped")), 0, "the hooks are still waiting");
+    std::fs::write(dir.path().join("release"), "").unwrap();
+    for (i, r) in removals.into_iter().enumerate() {
+        let o = r.wait_with_output().unwrap();
+        assert!(o.status.success(), "task rm h{i}: {}", text(&o));
+    }
+    assert_eq!(lines(&dir.path().join("stopped")), n, "every poststop hook ran to its end before its delete returned");
+    assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", "other"]).status.success());
+    env.wait_status("other", "STOPPED");
+    assert!(env.ctr(&["task", "rm", "other"]).status.success());
+    for id in (0..n).map(|i| format!("h{i}")).chain(["other".to_string()]) {
+        assert!(env.ctr(&["container", "rm", &id]).status.success());
+    }
+    env.wait_no_shims();
+}
+
 #[test]
 fn native_busybox_containers_run_through_berth() {
     let env = Env::new(&[]);
@@ -703,6 +820,7 @@ fn create_from_image_record(env: &Env, id: &str, image: &str, args: &[&str], uid
     let o = env.ctr(&["oci", "spec"]);
     let mut spec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     spec["process"]["args"] = serde_json::json!(args);
+    spec["process"]["env"] = serde_json::json!(["PATH=/bin"]);
     spec["process"]["terminal"] = serde_json::json!(false);
     spec["process"]["user"] = serde_json::json!({"uid": uid, "gid": uid});
     spec["root"]["path"] = serde_json::json!("rootfs");

@@ -1,6 +1,7 @@
 //! `berth run --bundle` of a native bundle: the same fallback the shim
 //! makes, as a Linux namespace container (libcontainer), in the foreground.
 use anyhow::{Context, Result};
+use berth_host::helper::{self, Verb};
 use berth_host::native;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -27,10 +28,10 @@ pub fn run(bundle: &Path, reason: &str) -> Result<i32> {
     native::become_subreaper().context("becoming the reaper of the container's processes")?;
     // The helper (berth re-executed, from a read-only mount) creates it;
     // the container's stdio is berth's own, reopened through /proc.
-    let mut cmd = native::helper_command("create").context("preparing the native helper")?;
+    let mut cmd = helper::command(Verb::Create).context("preparing the native helper")?;
     let me = std::process::id();
     cmd.arg(&id).arg(&bundle).arg(&root).args((0..3).map(|fd| format!("/proc/{me}/fd/{fd}")));
-    let pid = match native::run_helper(cmd) {
+    let pid = match helper::run_for_pid(Verb::Create, cmd) {
         Ok(pid) => pid,
         Err(e) => {
             // Whatever the helper left half made goes with the failure.

@@ -7,12 +7,14 @@
 //! Creating a container forks and runs Rust in the children, which is only
 //! sound in a single-threaded process. [`create`] and [`exec`] must
 //! therefore run in one: the `berth` command before it starts any thread,
-//! or the helper the shim re-executes itself as ([`helper_main`]). Every
-//! other operation here only signals, reads state or removes files, and is
-//! safe from any thread.
+//! or the helper ([`crate::helper`]). [`start`] and [`delete`] run the
+//! spec's hooks and wait for them: the shim runs them in the helper too.
+//! Every other operation here only signals or reads state, and is safe
+//! from any thread.
 //!
 //! The container's processes outlive the process that created them: its
 //! creator must be a child subreaper ([`become_subreaper`]) to wait for them.
+use crate::helper::Verb;
 use libcgroups::common::{CgroupConfig, CgroupManager};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container, ContainerStatus};
@@ -23,85 +25,6 @@ use std::path::{Path, PathBuf};
 mod preflight;
 pub mod usage;
 pub use usage::Usage;
-
-/// The argv[1] that makes berth's binaries (the shim, `berth`) the native
-/// helper.
-pub const HELPER_ARG: &str = "__berth-native";
-
-/// The helper for `verb` (`create` or `exec`): this executable again, its
-/// arguments following (see [`helper_main`]).
-///
-/// The helper (and so every container's init, and each exec'd process
-/// while it is set up inside the container) runs from a read-only bind
-/// mount of this binary in a mount namespace of its own: a process in the
-/// container that catches `/proc/PID/exe` of one of them and reopens it to
-/// write (the class of CVE-2019-5736) gets EROFS, and the binary on disk
-/// is never exposed. Nothing is copied, and nothing outlives the helper's
-/// namespace.
-pub fn helper_command(verb: &str) -> std::io::Result<std::process::Command> {
-    use std::os::unix::ffi::{OsStrExt, OsStringExt};
-    use std::os::unix::process::CommandExt;
-    let exe = std::fs::read_link("/proc/self/exe")?;
-    if exe.as_os_str().as_bytes().ends_with(b" (deleted)") {
-        return Err(std::io::Error::other(format!("this binary ({}) was replaced on disk; restart it", exe.display())));
-    }
-    let path = std::ffi::CString::new(exe.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let mount = std::ffi::CString::new(mount_point_of(&exe)?.into_os_string().into_vec()).map_err(std::io::Error::other)?;
-    let mut cmd = std::process::Command::new(&exe);
-    cmd.arg(HELPER_ARG).arg(verb);
-    // SAFETY: the closure runs between fork and exec and makes only
-    // async-signal-safe system calls on data prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || read_only_self(&path, &mount));
-    }
-    Ok(cmd)
-}
-
-/// The mount point of the mount that holds `path` (the topmost of the
-/// longest mount points above it).
-fn mount_point_of(path: &Path) -> std::io::Result<PathBuf> {
-    let infos =
-        procfs::process::Process::myself().and_then(|p| p.mountinfo()).map_err(|e| std::io::Error::other(format!("reading /proc/self/mountinfo: {e}")))?;
-    let mut best: Option<PathBuf> = None;
-    for m in infos.iter().filter(|m| path.starts_with(&m.mount_point)) {
-        if best.as_ref().is_none_or(|b| m.mount_point.components().count() >= b.components().count()) {
-            best = Some(m.mount_point.clone());
-        }
-    }
-    Ok(best.unwrap_or_else(|| PathBuf::from("/")))
-}
-
-/// In the forked child: a mount namespace of its own where `exe` is a
-/// read-only bind mount of itself. Only the mount that holds `exe`
-/// (`mount`) becomes a slave, so that the bind never reaches the host;
-/// every other mount keeps its propagation, so that a container's shared
-/// (Bidirectional) volumes stay the host's peers, as with runc.
-/// (Container mounts are made in the container's own mount namespace,
-/// whose root is a slave unless the spec's rootfsPropagation says
-/// otherwise; see [`preflight`].)
-fn read_only_self(exe: &std::ffi::CStr, mount: &std::ffi::CStr) -> std::io::Result<()> {
-    let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
-    // SAFETY: plain system calls with valid, NUL-terminated paths; they
-    // change only this (child) process's mount namespace.
-    unsafe {
-        check(libc::unshare(libc::CLONE_NEWNS))?;
-        check(libc::mount(std::ptr::null(), mount.as_ptr(), std::ptr::null(), libc::MS_SLAVE, std::ptr::null()))?;
-        check(libc::mount(exe.as_ptr(), exe.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()))?;
-        check(libc::mount(std::ptr::null(), exe.as_ptr(), std::ptr::null(), libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY, std::ptr::null()))
-    }
-}
-
-/// Runs a helper command; the pid it made, or its one-line error.
-pub fn run_helper(mut cmd: std::process::Command) -> Result<i32, String> {
-    let out = crate::process::output(&mut cmd).map_err(|e| format!("running the native helper: {e}"))?;
-    match (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().parse::<i32>()) {
-        (true, Ok(pid)) if pid > 0 => Ok(pid),
-        _ => {
-            let err = String::from_utf8_lossy(&out.stderr);
-            Err(err.lines().last().unwrap_or("the native helper failed").to_string())
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NativeError {
@@ -280,70 +203,44 @@ pub fn exec(state_root: &Path, id: &str, process: &Path, stdio: StdioFds, consol
     Ok(pid.as_raw())
 }
 
-/// The helper the shim re-executes itself as (`argv[1]` = [`HELPER_ARG`]),
-/// single-threaded, to create containers and exec processes:
+/// A helper verb for native containers (see [`crate::helper_main`]):
 ///
 /// `create ID BUNDLE STATE_ROOT STDIN STDOUT STDERR [CONSOLE_SOCKET]`
 /// `exec ID PROCESS_JSON STATE_ROOT STDIN STDOUT STDERR [CONSOLE_SOCKET]`
-/// `wasm ID BUNDLE MODULE|- STDIN STDOUT STDERR`: runs a wasm container to
-/// its end under its `process.user` ([`crate::wasm::worker`]); exits with
-/// its status.
-/// `compile ...`: compiles wasm for the caller ([`crate::wasm::load::compile_main`]).
+/// `start ID STATE_ROOT`, `delete ID STATE_ROOT`
 ///
-/// Stdio paths may be empty (`/dev/null`). Prints the new process's pid on
-/// stdout; on failure, one line on stderr and exit status 1.
-pub fn helper_main(args: &[String]) -> i32 {
-    if args.first().map(String::as_str) == Some(crate::wasm::load::COMPILE_VERB) {
-        return crate::wasm::load::compile_main(&args[1..]);
-    }
-    // libcontainer reports why a container could not be set up through
-    // tracing: its errors go to stderr, which the caller reads.
-    let filter = std::env::var("BERTH_LOG").unwrap_or_else(|_| "error".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .without_time()
-        .try_init();
-    let result = (|| -> Result<i32, NativeError> {
-        let [verb, id, path, root, i, o, e, rest @ ..] = args else {
-            return Err(NativeError::Op { id: String::new(), what: "parsing the helper's arguments", reason: format!("{args:?}") });
-        };
-        if verb == "wasm" {
-            // A wasm container under its own user: runs to its end here
-            // (and opens its own stdio). `root` is its artifact module's
-            // digest, or `-`.
-            let module = Some(root.as_str()).filter(|m| *m != "-");
-            std::process::exit(crate::wasm::worker::run_bundle(id, Path::new(path), module, [i, o, e]));
+/// Stdio paths may be empty (`/dev/null`). `create` and `exec` return the
+/// new process's pid.
+pub fn helper_verb(verb: Verb, args: &[String]) -> Result<Option<i32>, NativeError> {
+    let usage = || NativeError::Op { id: String::new(), what: "parsing the helper's arguments", reason: format!("{} {args:?}", verb.as_str()) };
+    match verb {
+        Verb::Start | Verb::Delete => {
+            let [id, root] = args else { return Err(usage()) };
+            let f = if verb == Verb::Start { start } else { delete };
+            f(Path::new(root), id).map(|()| None)
         }
-        let open = |p: &String, write: bool| -> Result<Option<OwnedFd>, NativeError> {
-            crate::wasm::open_stdio_or_null(p, write).map(|f| Some(f.into())).map_err(|err| NativeError::Stdio {
-                id: id.clone(),
-                path: p.to_string(),
-                reason: err.to_string(),
-            })
-        };
-        let console = rest.first().filter(|s| !s.is_empty()).map(PathBuf::from);
-        // With a terminal, the container's stdio is the pty's other end.
-        let stdio = match console {
-            Some(_) => StdioFds::default(),
-            None => StdioFds { stdin: open(i, false)?, stdout: open(o, true)?, stderr: open(e, true)? },
-        };
-        match verb.as_str() {
-            "create" => create(CreateRequest { id, bundle: Path::new(path), state_root: Path::new(root), stdio, console_socket: console }),
-            "exec" => exec(Path::new(root), id, Path::new(path), stdio, console),
-            other => Err(NativeError::Op { id: id.clone(), what: "parsing the helper's arguments", reason: format!("unknown verb {other:?}") }),
+        Verb::Create | Verb::Exec => {
+            let [id, path, root, i, o, e, rest @ ..] = args else { return Err(usage()) };
+            let open = |p: &String, write: bool| -> Result<Option<OwnedFd>, NativeError> {
+                crate::stdio::open_or_null(p, write).map(|f| Some(f.into())).map_err(|err| NativeError::Stdio {
+                    id: id.clone(),
+                    path: p.to_string(),
+                    reason: err.to_string(),
+                })
+            };
+            let console = rest.first().filter(|s| !s.is_empty()).map(PathBuf::from);
+            // With a terminal, the container's stdio is the pty's other end.
+            let stdio = match console {
+                Some(_) => StdioFds::default(),
+                None => StdioFds { stdin: open(i, false)?, stdout: open(o, true)?, stderr: open(e, true)? },
+            };
+            let pid = match verb {
+                Verb::Create => create(CreateRequest { id, bundle: Path::new(path), state_root: Path::new(root), stdio, console_socket: console })?,
+                _ => exec(Path::new(root), id, Path::new(path), stdio, console)?,
+            };
+            Ok(Some(pid))
         }
-    })();
-    match result {
-        Ok(pid) => {
-            println!("{pid}");
-            0
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            1
-        }
+        Verb::Compile | Verb::Wasm => Err(usage()),
     }
 }
 

@@ -196,16 +196,13 @@ pub fn load(
     Ok((cache.keep(&key, loaded), LoadInfo { cache_hit: false }))
 }
 
-/// The verb of the compiler process ([`compile_main`]).
-pub const COMPILE_VERB: &str = "compile";
-
 /// Compiles `wasm` in a child process ([`compile_main`]) with an engine
 /// made like `engine`. `Ok(Err(reason))`: the code is invalid; `Err`: the
 /// process itself failed.
 fn compile_in_child(engine: &WasmEngine, kind: Kind, wasm: &[u8]) -> std::io::Result<Result<Vec<u8>, String>> {
     use std::io::Write;
     use std::process::Stdio;
-    let mut cmd = crate::native::helper_command(COMPILE_VERB)?;
+    let mut cmd = crate::helper::command(crate::helper::Verb::Compile)?;
     let kind = match kind {
         Kind::Module => "module",
         Kind::Component => "component",

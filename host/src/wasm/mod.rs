@@ -28,4 +28,3 @@ pub use engine::{EngineOptions, WasmEngine};
 pub use interrupt::{Interrupt, Reason};
 pub use limits::Meter;
 pub use run::{Exit, Prepared, RunError, Runtime};
-pub use wasi::{open_stdio, open_stdio_or_null};

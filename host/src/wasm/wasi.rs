@@ -51,37 +51,9 @@ fn stdio(b: &mut WasiCtxBuilder, s: &Stdio) -> Result<(), RunError> {
     Ok(())
 }
 
-/// [`open_stdio`] of a path containerd gave, where empty means none
-/// (`/dev/null`).
-pub fn open_stdio_or_null(path: &str, write: bool) -> Result<std::fs::File, RunError> {
-    open_stdio(Path::new(if path.is_empty() { "/dev/null" } else { path }), write)
-}
-
-/// Opens a stdio path without blocking on the other end of a FIFO: an
-/// output FIFO is opened read-write (its reader may not be there yet), an
-/// input FIFO non-blocking and then switched to blocking reads (so the
-/// guest sees EOF when the writer closes); files are read or appended.
-pub fn open_stdio(path: &Path, write: bool) -> Result<std::fs::File, RunError> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let err = |e: std::io::Error| RunError::Stdio { path: path.display().to_string(), reason: e.to_string() };
-    let fifo = std::fs::metadata(path).map(|m| m.file_type().is_fifo()).unwrap_or(false);
-    let mut o = std::fs::OpenOptions::new();
-    let mut flags = libc::O_CLOEXEC | libc::O_NOCTTY;
-    match (fifo, write) {
-        (true, true) => o.read(true).write(true),
-        (true, false) => {
-            flags |= libc::O_NONBLOCK;
-            o.read(true)
-        }
-        (false, true) => o.append(true).create(true),
-        (false, false) => o.read(true),
-    };
-    let f = o.custom_flags(flags).open(path).map_err(err)?;
-    if fifo && !write {
-        let fl = rustix::fs::fcntl_getfl(&f).map_err(|e| err(e.into()))?;
-        rustix::fs::fcntl_setfl(&f, fl - rustix::fs::OFlags::NONBLOCK).map_err(|e| err(e.into()))?;
-    }
-    Ok(f)
+/// Opens a stdio path for the guest ([`crate::stdio::open`]).
+pub(crate) fn open_stdio(path: &Path, write: bool) -> Result<std::fs::File, RunError> {
+    crate::stdio::open(path, write).map_err(|e| RunError::Stdio { path: path.display().to_string(), reason: e.to_string() })
 }
 
 fn network(b: &mut WasiCtxBuilder, net: &NetPolicy) {

@@ -129,7 +129,7 @@ pub fn run_bundle(id: &str, bundle: &Path, module: Option<&str>, stdio: [&str; 3
 fn take_stdio(stdio: [&str; 3]) -> Result<(), String> {
     use std::os::fd::AsRawFd;
     for (fd, p) in stdio.iter().enumerate() {
-        let f = super::open_stdio_or_null(p, fd != 0).map_err(|e| format!("{e}"))?;
+        let f = crate::stdio::open_or_null(p, fd != 0).map_err(|e| format!("opening the guest's stdio {p}: {e}"))?;
         // SAFETY: dup2 onto this process's standard descriptors, from a
         // descriptor that is open; nothing else uses them here.
         if unsafe { libc::dup2(f.as_raw_fd(), fd as i32) } < 0 {

@@ -1,0 +1,29 @@
+//! The helper (this binary re-executed, [`berth_host::helper`]) as the
+//! shim runs it: off the async threads, so that a container whose hooks
+//! take their time blocks only its own request.
+use berth_host::helper::{self, Verb};
+use std::process::Command;
+
+/// The helper command for `verb`: this binary again, from a read-only bind
+/// mount of itself. The verb's arguments follow.
+pub fn command(verb: Verb) -> Result<Command, String> {
+    helper::command(verb).map_err(|e| format!("preparing the {} helper: {e}", verb.as_str()))
+}
+
+/// Runs the helper to its end; what it printed, or its error.
+pub async fn run(verb: Verb, cmd: Command) -> Result<String, String> {
+    tokio::task::spawn_blocking(move || helper::run(verb, cmd)).await.expect("helper task").map_err(|e| berth_host::error::chain(&e))
+}
+
+/// [`run`] of a helper that makes a process; its pid.
+pub async fn run_for_pid(verb: Verb, cmd: Command) -> Result<i32, String> {
+    tokio::task::spawn_blocking(move || helper::run_for_pid(verb, cmd)).await.expect("helper task").map_err(|e| berth_host::error::chain(&e))
+}
+
+/// Runs `verb` (`start` or `delete`) for native container `id` whose state
+/// is under `root`.
+pub async fn native(verb: Verb, root: &std::path::Path, id: &str) -> Result<(), String> {
+    let mut cmd = command(verb)?;
+    cmd.arg(id).arg(root);
+    run(verb, cmd).await.map(drop)
+}
