@@ -6,9 +6,9 @@
 //!   ([`crate::native::helper_verb`]); prints the new pid, if any.
 //! - `compile KIND POOL_INSTANCES MAX_MEMORY_BYTES`: compiles wasm
 //!   ([`crate::wasm::load::compile_main`]).
-//! - `wasm ID BUNDLE MODULE|- STDIN STDOUT STDERR`: runs a wasm container
-//!   to its end under its `process.user` ([`crate::wasm::worker`]); exits
-//!   with its status.
+//! - `wasm ID PLAN_FILE STDIN STDOUT STDERR`: runs a wasm container, as
+//!   the shim planned it, to its end under its `process.user`
+//!   ([`crate::wasm::worker`]); exits with its status.
 //!
 //! On failure: one line on stderr and exit status 1 (`compile` has its own
 //! statuses).
@@ -26,13 +26,11 @@ pub fn main(args: &[String]) -> i32 {
     match verb {
         Verb::Compile => crate::wasm::load::compile_main(rest),
         Verb::Wasm => {
-            let [id, bundle, module, i, o, e] = rest else {
-                eprintln!("berth helper: usage: wasm ID BUNDLE MODULE|- STDIN STDOUT STDERR (got {rest:?})");
+            let [id, plan, i, o, e] = rest else {
+                eprintln!("berth helper: usage: wasm ID PLAN_FILE STDIN STDOUT STDERR (got {rest:?})");
                 return 1;
             };
-            // `module`: its artifact module's digest, or `-`.
-            let module = Some(module.as_str()).filter(|m| *m != "-");
-            crate::wasm::worker::run_bundle(id, Path::new(bundle), module, [i, o, e])
+            crate::wasm::worker::run_plan(id, Path::new(plan), [i, o, e])
         }
         Verb::Create | Verb::Exec | Verb::Start | Verb::Delete => {
             // libcontainer reports why a container could not be set up

@@ -16,6 +16,7 @@ pub mod oci;
 pub mod paths;
 pub mod plan;
 pub mod process;
+pub mod rooted;
 pub mod size;
 pub mod stdio;
 pub mod wasm;

@@ -1,6 +1,8 @@
 //! `RunPlan`: everything a runtime needs to run one container, as plain
 //! data. Built from CLI flags ([`crate::cli`]) or from an OCI bundle
 //! ([`crate::oci::bundle`]); consumed by the runtimes.
+pub use crate::caps::dirs::Preopen;
+pub use crate::caps::identity::User;
 use crate::caps::net::NetPolicy;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -94,14 +96,6 @@ impl std::fmt::Display for ModuleSource {
     }
 }
 
-/// A host directory granted to the guest.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Preopen {
-    pub host: PathBuf,
-    pub guest: String,
-    pub readonly: bool,
-}
-
 /// Resource limits of one guest.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Limits {
@@ -118,12 +112,4 @@ pub struct Limits {
 pub struct CpuQuota {
     pub quota_us: u64,
     pub period_us: u64,
-}
-
-/// A POSIX identity (OCI `process.user`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct User {
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
 }

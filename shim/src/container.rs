@@ -4,7 +4,7 @@
 //! exec'd processes.
 use crate::exec::Exec;
 use crate::lifecycle::Lifecycle;
-pub use crate::lifecycle::{timestamp, Exited, Status};
+pub use crate::lifecycle::{Exited, Status};
 use berth_host::containerd;
 use berth_host::helper::Verb;
 use berth_host::native::Usage;
@@ -15,6 +15,7 @@ use berth_host::oci::{bundle, detect};
 use berth_host::plan::{ModuleSource, RunPlan, Stdio};
 use berth_host::wasm::http::{self, HttpService};
 use berth_host::wasm::netns::NetNamespace;
+use berth_host::wasm::worker;
 use berth_host::wasm::{server, Interrupt, Meter, Prepared, Reason, Runtime};
 use containerd_shim_protos::api::Mount;
 use futures::FutureExt;
@@ -51,6 +52,13 @@ pub enum CreateError {
         #[source]
         source: berth_host::wasm::netns::NetnsError,
     },
+    #[error("container {id}: writing its worker's plan {path}")]
+    WorkerPlan {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("container {id}: {source}")]
     Load {
         id: String,
@@ -68,10 +76,9 @@ enum Job {
     /// ends it at once (137).
     Serve { service: Arc<HttpService>, limits: server::Limits, listener: Mutex<Option<std::net::TcpListener>>, stop: watch::Sender<u32> },
     /// A wasm container whose `process.user` is not root: run at Start by a
-    /// worker process under that user ([`berth_host::wasm::worker`]).
-    /// `module`: the digest of its wasm artifact layer in berth's store,
-    /// when its module is not in its rootfs.
-    Worker { pid: Mutex<Option<i32>>, module: Option<String> },
+    /// worker process under that user ([`berth_host::wasm::worker`]), from
+    /// the plan made here (`plan`: the file it was written to).
+    Worker { pid: Mutex<Option<i32>>, plan: PathBuf },
     /// A Linux namespace container (libcontainer) whose process is `pid`;
     /// its state lives under `root`.
     Native { pid: i32, root: PathBuf, exit: Mutex<Option<tokio::sync::oneshot::Receiver<i32>>>, terminal: Option<std::fs::File> },
@@ -145,12 +152,12 @@ impl Container {
         }
         let undo = |e| {
             if mounted {
-                unmount_rootfs(&rootfs);
+                crate::rootfs::unmount(&rootfs);
             }
             e
         };
         let spec = bundle::load_spec(req.bundle).map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?;
-        let pod = spec.annotations().as_ref().and_then(|a| a.get(crate::service::SANDBOX_ID)).cloned().unwrap_or_default();
+        let pod = spec.annotations().as_ref().and_then(|a| a.get(crate::grouping::SANDBOX_ID)).cloned().unwrap_or_default();
         let (kind, module) = match detect::detect(req.bundle, &spec) {
             Err(e) if entry_missing(&e) => {
                 let (image, module) = Self::artifact(&req, e).await.map_err(undo)?;
@@ -231,12 +238,12 @@ impl Container {
     async fn artifact(req: &CreateRequest<'_>, missing: bundle::BundleError) -> Result<(String, ModuleSource), CreateError> {
         let id = req.id.to_string();
         let fail = |reason: String| CreateError::Artifact { id: id.clone(), missing: missing.to_string(), reason };
-        let store = Store::open(Store::default_dir()).map_err(|e| fail(e.to_string()))?;
-        let mut client = containerd::Client::connect(req.containerd, req.namespace).await.map_err(|e| fail(e.to_string()))?;
+        let store = Store::open(Store::default_dir()).map_err(|e| fail(berth_host::error::chain(&e)))?;
+        let mut client = containerd::Client::connect(req.containerd, req.namespace).await.map_err(|e| fail(berth_host::error::chain(&e)))?;
         match containerd::artifact_module(&mut client, &store, &id).await {
             Ok(Some(found)) => Ok(found),
             Ok(None) => Err(CreateError::Bundle { id, source: missing }),
-            Err(e) => Err(fail(e.to_string())),
+            Err(e) => Err(fail(berth_host::error::chain(&e))),
         }
     }
 
@@ -285,11 +292,9 @@ impl Container {
                 return Err(CreateError::User { id: id.clone(), uid: u.uid, gid: u.gid });
             }
             tracing::info!(container_id = %id, pod_id = %pod, uid = u.uid, gid = u.gid, "wasm container of another user: it runs in a worker process under that user");
-            let module = match &plan.entrypoint.source {
-                ModuleSource::Blob { digest, .. } => Some(digest.clone()),
-                _ => None,
-            };
-            Job::Worker { pid: Mutex::new(None), module }
+            let path = req.bundle.join(worker::PLAN_FILE);
+            worker::write_plan(&plan, &path).map_err(|source| CreateError::WorkerPlan { id: id.clone(), path: path.clone(), source })?;
+            Job::Worker { pid: Mutex::new(None), plan: path }
         } else if serves_http {
             let service =
                 HttpService::metered(runtime.clone(), &prepared, &plan, meter.clone()).map_err(|source| CreateError::Load { id: id.clone(), source })?;
@@ -341,9 +346,9 @@ impl Container {
             }
             return Ok(());
         }
-        if let Job::Worker { pid, module } = &self.job {
+        if let Job::Worker { pid, plan } = &self.job {
             let spawned = crate::helper::command(Verb::Wasm).and_then(|mut cmd| {
-                cmd.arg(&self.id).arg(&self.bundle).arg(module.as_deref().unwrap_or("-")).args(&self.stdio);
+                cmd.arg(&self.id).arg(plan).args(&self.stdio);
                 cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
                 crate::reaper::spawn_watched(&mut cmd).map_err(|e| format!("starting its worker: {e}"))
             });
@@ -654,7 +659,7 @@ impl Container {
             }
         }
         if self.mounted {
-            unmount_rootfs(&self.bundle.join("rootfs"));
+            crate::rootfs::unmount(&self.bundle.join("rootfs"));
         }
     }
 }
@@ -662,13 +667,4 @@ impl Container {
 /// A stdio path from containerd; empty means none.
 fn fifo(path: &str) -> Option<PathBuf> {
     (!path.is_empty()).then(|| PathBuf::from(path))
-}
-
-/// Unmounts a container rootfs, recursively; a path not mounted is fine.
-pub fn unmount_rootfs(path: &Path) {
-    if let Some(p) = path.to_str() {
-        if let Err(e) = containerd_shim::mount::umount_recursive(Some(p), libc::MNT_DETACH) {
-            tracing::debug!(path = p, error = %e, "unmounting rootfs");
-        }
-    }
 }

@@ -5,11 +5,13 @@
 mod console;
 mod container;
 mod exec;
+mod grouping;
 mod helper;
 mod info;
 mod lifecycle;
 mod logging;
 mod reaper;
+mod rootfs;
 mod service;
 mod task;
 

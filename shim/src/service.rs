@@ -4,6 +4,7 @@
 //! containerd 1.6 and 1.7 speak task API v2 and read a bare socket address
 //! from `start`; newer containerd speaks v3. The messages are the same on
 //! the wire, so one task service is registered under both names.
+use crate::grouping::{group_of, socket_path};
 use crate::task::TaskService;
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::publisher::RemotePublisher;
@@ -15,23 +16,6 @@ use containerd_shim_protos::ttrpc::r#async::Server;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-
-/// Annotation CRI sets on every container of a pod.
-pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
-/// berth's own grouping annotation.
-pub const GROUP: &str = "berth.dev/group";
-
-/// The shim group of the container whose bundle is `bundle`: its pod, else
-/// its `berth.dev/group`, else itself.
-pub fn group_of(bundle: &Path, id: &str) -> String {
-    let spec = berth_host::oci::bundle::load_spec(bundle).ok();
-    let ann = spec.as_ref().and_then(|s| s.annotations().clone()).unwrap_or_default();
-    match (ann.get(SANDBOX_ID), ann.get(GROUP)) {
-        (Some(pod), _) if !pod.is_empty() => format!("pod-{pod}"),
-        (_, Some(g)) if !g.is_empty() => format!("group-{g}"),
-        _ => id.to_string(),
-    }
-}
 
 /// `start`: finds the group's shim server, or starts it, and prints its
 /// address. Nothing else is printed: containerd 1.6 reads the combined
@@ -151,12 +135,6 @@ pub fn run_server(flags: &Flags) -> i32 {
     }
 }
 
-/// The file of a socket address as containerd writes them (`unix://PATH`
-/// or a bare path).
-pub fn socket_path(address: &str) -> &str {
-    address.strip_prefix("unix://").unwrap_or(address)
-}
-
 /// The CPUs this process may run on. (The standard library's
 /// `available_parallelism`, which tokio would ask, also parses cgroup
 /// files: milliseconds on every shim start.)
@@ -171,10 +149,10 @@ pub fn delete(flags: &Flags) -> i32 {
     // A native container outlives its shim: kill what is left and remove
     // it. (Nothing is printed: stdout is the reply.)
     let _ = berth_host::native::delete(&berth_host::native::state_root_for(&flags.address, &flags.namespace), &flags.id);
-    crate::container::unmount_rootfs(&cwd.join("rootfs"));
+    crate::rootfs::unmount(&cwd.join("rootfs"));
     let mut resp = DeleteResponse::new();
     resp.exit_status = 128 + libc::SIGKILL as u32;
-    resp.exited_at = Some(crate::container::timestamp(std::time::SystemTime::now())).into();
+    resp.exited_at = Some(crate::lifecycle::timestamp(std::time::SystemTime::now())).into();
     let bytes = resp.write_to_bytes().unwrap_or_default();
     let mut out = std::io::stdout();
     match out.write_all(&bytes).and_then(|()| out.flush()) {

@@ -1,7 +1,8 @@
 //! The task service containerd talks to: one per shim process, holding
 //! every container of the group.
-use crate::container::{timestamp, Container, CreateRequest, Exited, Status};
+use crate::container::{Container, CreateRequest, Exited, Status};
 use crate::exec::Exec;
+use crate::lifecycle::timestamp;
 use async_trait::async_trait;
 use berth_host::wasm::{cache::Cache, EngineOptions, Runtime, WasmEngine};
 use containerd_shim::asynchronous::ExitSignal;
@@ -145,12 +146,14 @@ impl Task for TaskService {
             terminal: req.terminal,
             stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
             native_root: berth_host::native::state_root_for(&self.0.containerd, &self.0.namespace),
-            containerd: std::path::Path::new(crate::service::socket_path(&self.0.containerd)),
+            containerd: std::path::Path::new(crate::grouping::socket_path(&self.0.containerd)),
             namespace: &self.0.namespace,
         };
         let c = Container::create(&runtime, create).await.map_err(|e| {
+            // The whole chain: a cause (an io error, say) is often the fix.
+            let e = berth_host::error::chain(&e);
             tracing::warn!(container_id = %req.id, error = %e, "create failed");
-            status(Code::FAILED_PRECONDITION, e.to_string())
+            status(Code::FAILED_PRECONDITION, e)
         })?;
         let task_pid = c.pid();
         self.0.containers.lock().unwrap().insert(req.id.clone(), Arc::new(c));

@@ -1,6 +1,14 @@
 //! Directory grants: `HOST:GUEST[:ro|:rw]`.
-use crate::plan::Preopen;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+/// A host directory granted to the guest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Preopen {
+    pub host: PathBuf,
+    pub guest: String,
+    pub readonly: bool,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirError {

@@ -5,7 +5,15 @@
 //! (the `berth` command) takes on the container's credentials before it
 //! opens any granted directory, so every later file operation of the guest
 //! is checked by the kernel against that uid, gid and group list.
-use crate::plan::User;
+use serde::{Deserialize, Serialize};
+
+/// A POSIX identity (OCI `process.user`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {

@@ -92,7 +92,7 @@ pub fn plan_with_module(bundle: &Path, spec: &Spec, module: Option<ModuleSource>
     let (source, export) = match module {
         Some(source) => (source, entry::split_export(arg0, |_| false).1),
         None => {
-            let exists = |p: &str| entry::open_in_root(&rootfs, p).is_ok();
+            let exists = |p: &str| crate::rooted::open_in_root(&rootfs, p).is_ok();
             let (module_path, export) = entry::split_export(arg0, exists);
             let path_env = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
             let path = entry::find_in_root(&rootfs, &module_path, &cwd, path_env)?;

@@ -74,11 +74,13 @@ pub fn detect(bundle: &Path, spec: &Spec) -> Result<Detection, BundleError> {
     let env = process.env().clone().unwrap_or_default();
     let path_env = env.iter().find_map(|kv| kv.strip_prefix("PATH="));
     let cwd = process.cwd().to_string_lossy().into_owned();
-    let exists = |p: &str| entry::open_in_root(&rootfs, p).is_ok();
+    let exists = |p: &str| crate::rooted::open_in_root(&rootfs, p).is_ok();
     let (file, _) = entry::split_export(arg0, exists);
     let found = entry::find_in_root(&rootfs, &file, &cwd, path_env)?;
     let mut head = Vec::with_capacity(4);
-    entry::open_in_root(&rootfs, &found).and_then(|f| f.take(4).read_to_end(&mut head)).map_err(|e| invalid(format!("reading the entrypoint {found}: {e}")))?;
+    crate::rooted::open_in_root(&rootfs, &found)
+        .and_then(|f| f.take(4).read_to_end(&mut head))
+        .map_err(|e| invalid(format!("reading the entrypoint {found}: {e}")))?;
     match sniff(&head, &found) {
         Some(Kind::Wasm) => Ok(decided(Kind::Wasm, format!("{found} is a wasm module"))),
         Some(Kind::Native) => Ok(decided(Kind::Native, format!("{found} is a native program (ELF or #! script)"))),

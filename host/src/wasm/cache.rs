@@ -16,7 +16,7 @@
 //! change times). A hit whose file still has that identity is loaded
 //! without reading it; a file that changed since (any write moves its
 //! change time) is hashed again, and recompiled when it no longer matches.
-use super::load::Loaded;
+use super::code::Loaded;
 use super::trust;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

@@ -3,10 +3,11 @@
 //! instance from the pool, with its own memory cap and deadline, so a trap
 //! or a timeout answers that request (500 / 504) and touches no other.
 //! Outbound HTTP from handlers goes only to the plan's allowed origins.
+use super::code::Loaded;
+use super::error::RunError;
 use super::interrupt::Interrupt;
 use super::limits::{GuestLimiter, Meter};
-use super::load::Loaded;
-use super::run::{GuestState, Prepared, RunError, Runtime};
+use super::run::{GuestState, Prepared, Runtime};
 use crate::plan::{RunPlan, Stdio};
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -231,7 +232,7 @@ impl HttpService {
                 Ok(Err(code)) => Err((500, format!("request {id}: the handler answered with an error: {code:?}"))),
                 Err(_) => match (&mut task.0).await {
                     Ok(Ok(())) => Err((500, format!("request {id}: the handler returned without a response"))),
-                    Ok(Err(e)) if super::run::pool_full(&e).is_some() => {
+                    Ok(Err(e)) if super::error::pool_full(&e).is_some() => {
                         Err((503, format!("request {id}: no room for another instance ({e}); retry later, or lower berth.dev/http-max-concurrency or raise BERTH_SHIM_MAX_GUESTS")))
                     }
                     Ok(Err(e)) if interrupt.reason().is_some() => Err((504, format!("request {id}: the handler ran past the {} limit: {}", humantime::format_duration(timeout), e.root_cause()))),

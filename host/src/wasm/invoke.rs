@@ -1,6 +1,6 @@
 //! Calling the entrypoint: `_start` / `wasi:cli/run`, or a named export
 //! with arguments parsed from the command line and results printed.
-use super::run::{instantiate_error, RunError};
+use super::error::{instantiate_error, RunError};
 use wasmtime::component::{Component, Linker as ComponentLinker, Type, Val as CVal};
 use wasmtime::{Instance, Store, Val, ValType};
 use wasmtime_wasi::p2::bindings::Command;

@@ -1,6 +1,7 @@
 //! Bytes to a runnable module or component: detection (core module,
 //! component, precompiled code, `.wat` text), size cap, precompile cache.
 use super::cache::{Cache, CacheKey};
+use super::code::{Kind, Loaded};
 use super::engine::WasmEngine;
 use std::io::Read;
 use std::sync::Arc;
@@ -33,28 +34,6 @@ pub enum LoadError {
     PrecompiledNotAllowed { name: String },
     #[error("{name} is precompiled code that this berth cannot load ({reason}); recompile it with `berth compile`")]
     PrecompiledIncompatible { name: String, reason: String },
-}
-
-/// What kind of code the bytes hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Module,
-    Component,
-}
-
-/// Compiled code ready to instantiate.
-pub enum Loaded {
-    Module(Module),
-    Component(Component),
-}
-
-impl Loaded {
-    pub fn kind(&self) -> Kind {
-        match self {
-            Loaded::Module(_) => Kind::Module,
-            Loaded::Component(_) => Kind::Component,
-        }
-    }
 }
 
 /// How a load went, for logs and benchmarks.

@@ -2,6 +2,7 @@
 //!
 //! - [`engine`]: the one shared `Engine` (pooling allocator, epochs).
 //! - [`cache`]: precompiled-code cache.
+//! - [`code`]: compiled code (a module or a component).
 //! - [`load`]: bytes to module or component (detection, `.wat`, cache).
 //! - [`inspect`]: a component's imports and exports, read without compiling.
 //! - [`limits`]: memory cap and CPU quota of one guest.
@@ -10,7 +11,9 @@
 //! - [`http`], [`server`]: serving `wasi:http/incoming-handler` components.
 
 pub mod cache;
+pub mod code;
 pub mod engine;
+mod error;
 pub mod http;
 pub mod inspect;
 pub mod interrupt;
@@ -25,6 +28,7 @@ mod wasi;
 pub mod worker;
 
 pub use engine::{EngineOptions, WasmEngine};
+pub use error::RunError;
 pub use interrupt::{Interrupt, Reason};
 pub use limits::Meter;
-pub use run::{Exit, Prepared, RunError, Runtime};
+pub use run::{Exit, Prepared, Runtime};

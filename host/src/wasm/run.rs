@@ -2,12 +2,13 @@
 //! plan's capabilities and limits, call the entrypoint, map the outcome to
 //! an [`Exit`].
 use super::cache::Cache;
+use super::code::Loaded;
 use super::engine::WasmEngine;
+use super::error::{instantiate_error, pool_full, RunError};
 use super::interrupt::{Interrupt, Reason};
 use super::limits::{CpuThrottle, GuestLimiter, Meter, Usage};
-use super::load::{self, LoadError, LoadInfo, Loaded};
+use super::load::{self, LoadInfo};
 use super::{invoke, wasi};
-use crate::oci::entry;
 use crate::plan::{ModuleSource, RunPlan};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -21,32 +22,6 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 pub const EXIT_TRAP: i32 = 134;
 /// Exit status when the wall-clock limit runs out (as coreutils `timeout`).
 pub const EXIT_TIMEOUT: i32 = 124;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Entry(#[from] entry::EntryError),
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error("granting {host} as {guest}: {reason}")]
-    Preopen { host: String, guest: String, reason: String },
-    #[error("opening the guest's stdio {path}: {reason}")]
-    Stdio { path: String, reason: String },
-    #[error("cannot instantiate {name}: {reason}")]
-    Instantiate { name: String, reason: String },
-    #[error("{name} has no export {export:?}; {hint}")]
-    NoExport { name: String, export: String, hint: String },
-    #[error("calling {export} in {name}: {reason}")]
-    Invoke { name: String, export: String, reason: String },
-    #[error("{reason}: this process already runs as many guests as its engine's pool holds; for the shim, raise BERTH_SHIM_MAX_GUESTS in containerd's environment or spread the containers over more groups")]
-    PoolFull { reason: String },
-}
-
-/// The pool limit `e` ran into, if it is one.
-pub(super) fn pool_full(e: &wasmtime::Error) -> Option<RunError> {
-    let limit = e.chain().find_map(|c| c.downcast_ref::<wasmtime::PoolConcurrencyLimitError>())?;
-    Some(RunError::PoolFull { reason: limit.to_string() })
-}
 
 /// How a guest ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +69,7 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn kind(&self) -> load::Kind {
+    pub fn kind(&self) -> super::code::Kind {
         self.loaded.kind()
     }
 
@@ -170,7 +145,7 @@ impl Runtime {
     /// display name and bytes.
     pub fn read_source(&self, source: &ModuleSource) -> Result<(String, Vec<u8>), RunError> {
         let name = source.to_string();
-        let file = entry::open_source(source)?;
+        let file = crate::rooted::open_source(source)?;
         let bytes = load::read_capped(file, &name, self.max_module_bytes)?;
         if let ModuleSource::Blob { digest, .. } = source {
             use sha2::Digest as _;
@@ -242,10 +217,6 @@ impl Runtime {
         });
         linker.as_ref().map_err(|reason| RunError::Instantiate { name: "WASI preview2 linker".into(), reason: reason.clone() })
     }
-}
-
-pub(super) fn instantiate_error(name: &str, e: wasmtime::Error) -> RunError {
-    pool_full(&e).unwrap_or_else(|| RunError::Instantiate { name: name.to_string(), reason: format!("{e:#}") })
 }
 
 /// Installs the epoch callback: stop on interrupt or deadline, park when

@@ -1,6 +1,6 @@
 //! A plan's capabilities as a WASI context: exactly its args, env,
 //! preopens and sockets; nothing inherited from the host but stdio.
-use super::run::RunError;
+use super::error::RunError;
 use crate::caps::net::{NetPolicy, NetUse};
 use crate::plan::{RunPlan, Stdio};
 use std::path::Path;

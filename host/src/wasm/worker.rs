@@ -9,7 +9,7 @@
 //! guest (143 / 130); its exit status is the worker's.
 use super::limits::Usage;
 use super::{cache::Cache, EngineOptions, Exit, Interrupt, Prepared, Reason, RunError, Runtime, WasmEngine};
-use crate::plan::{ModuleSource, RunPlan, Stdio};
+use crate::plan::{RunPlan, Stdio};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,12 +54,26 @@ fn forward_signals(interrupt: &Interrupt) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs the wasm container in `bundle` (rootfs in place) with the given
-/// stdio paths (empty: none) under its `process.user`; its exit status.
-/// `module`: the digest of its module in berth's store (a wasm artifact's
-/// layer), when it is not in the rootfs. Errors and traps are reported on
-/// the container's stderr.
-pub fn run_bundle(id: &str, bundle: &Path, module: Option<&str>, stdio: [&str; 3]) -> i32 {
+/// Where the shim leaves a worker's plan: in the container's bundle
+/// directory (containerd's, closed to other users), readable by root only.
+pub const PLAN_FILE: &str = "berth-worker-plan.json";
+
+/// Writes the plan a worker runs ([`run_plan`]) to `path`, mode 0600: the
+/// shim planned (and compiled) the container already; the worker reads no
+/// `config.json` and no image store of its own.
+pub fn write_plan(plan: &RunPlan, path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let json = serde_json::to_vec(plan).map_err(std::io::Error::other)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(&json)
+}
+
+/// Runs wasm container `id` from the plan the shim wrote at `plan_path`
+/// ([`write_plan`]) with the given stdio paths (empty: none) under the
+/// plan's user; its exit status. Errors and traps are reported on the
+/// container's stderr.
+pub fn run_plan(id: &str, plan_path: &Path, stdio: [&str; 3]) -> i32 {
     // SAFETY: getppid has no preconditions.
     let parent = unsafe { libc::getppid() };
     // The stdio FIFOs are opened first, as root (containerd keeps them in a
@@ -70,15 +84,8 @@ pub fn run_bundle(id: &str, bundle: &Path, module: Option<&str>, stdio: [&str; 3
         return 125;
     }
     let result = (|| -> Result<i32, String> {
-        let module = match module {
-            Some(digest) => {
-                let store = crate::oci::image::store::Store::open(crate::oci::image::store::Store::default_dir()).map_err(|e| format!("{e}"))?;
-                Some(ModuleSource::Blob { path: store.blob_path(digest).map_err(|e| format!("{e}"))?, digest: digest.to_string() })
-            }
-            None => None,
-        };
-        let spec = crate::oci::bundle::load_spec(bundle).map_err(|e| format!("{e}"))?;
-        let mut plan = crate::oci::bundle::plan_with_module(bundle, &spec, module).map_err(|e| format!("{e}"))?;
+        let json = std::fs::read(plan_path).map_err(|e| format!("reading its plan {}: {e}", plan_path.display()))?;
+        let mut plan: RunPlan = serde_json::from_slice(&json).map_err(|e| format!("reading its plan {}: {e}", plan_path.display()))?;
         plan.name = id.to_string();
         plan.stdio = Stdio::Inherit;
         // The guest's sockets live in the spec's network namespace (a

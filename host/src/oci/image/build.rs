@@ -108,7 +108,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
     let raw = std::fs::read(module).map_err(|source| BuildError::Read { path: module.clone(), source })?;
     let shown = module.display().to_string();
     let (kind, wasm) = load::to_wasm(&shown, raw)?;
-    let p2 = kind == load::Kind::Component;
+    let p2 = kind == crate::wasm::code::Kind::Component;
     let (config_type, config, layer) = if opts.artifact {
         if !opts.adds.is_empty() || opts.rootfs.is_some() {
             return Err(BuildError::Input("--add and --rootfs need the compat image form: a wasm artifact holds the module alone; drop --artifact".into()));
