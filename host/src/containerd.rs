@@ -26,8 +26,9 @@ const CONTENT_READ: &str = "/containerd.services.content.v1.Content/Read";
 const MAX_MESSAGE: usize = 16 << 20;
 /// The largest manifest or index read from the content store.
 const MAX_JSON: u64 = 4 << 20;
-/// The largest wasm layer fetched (berth's module cap applies when it runs).
-const MAX_LAYER: u64 = 1 << 30;
+/// The largest wasm layer fetched: berth's module cap, which a larger one
+/// would meet when it runs.
+const MAX_LAYER: u64 = crate::wasm::load::DEFAULT_MAX_MODULE_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -258,35 +259,46 @@ impl Client {
     /// Reads a blob whole, up to `max` bytes, and checks it against the
     /// descriptor's digest and size: the content store is not trusted to.
     pub async fn read_blob(&mut self, desc: &Descriptor, max: u64) -> Result<Vec<u8>, ApiError> {
+        let mut data = Vec::with_capacity(desc.size.min(MAX_MESSAGE as u64) as usize);
+        self.read_blob_into(desc, max, &mut data).await?;
+        Ok(data)
+    }
+
+    /// Streams a blob of up to `max` bytes into `out` as its pieces arrive
+    /// (at most one message in memory), checking it against the
+    /// descriptor's digest and size. On an error, what `out` holds is not
+    /// the blob.
+    pub async fn read_blob_into(&mut self, desc: &Descriptor, max: u64, out: &mut (dyn std::io::Write + Send)) -> Result<(), ApiError> {
+        use std::io::Write as _;
         let proto = |reason: String| ApiError::Protocol { method: CONTENT_READ.into(), reason };
         digest::hex_of(&desc.digest).map_err(|e| proto(e.to_string()))?;
         if desc.size > max {
             return Err(proto(format!("blob {} is {} bytes, over berth's {max}-byte limit for it", desc.digest, desc.size)));
         }
-        // Grown as pieces arrive: the descriptor's size is only a claim.
-        let mut data = Vec::with_capacity(desc.size.min(MAX_MESSAGE as u64) as usize);
+        let mut sink = digest::HashWriter::new(out);
+        let mut written = 0u64;
         self.call(CONTENT_READ, &Msg::new().bytes(1, &desc.digest), |m| {
-            if m.get_int(1) as usize != data.len() {
-                return Err(format!("blob {}: a piece at offset {} where {} was next", desc.digest, m.get_int(1), data.len()));
+            if m.get_int(1) as u64 != written {
+                return Err(format!("blob {}: a piece at offset {} where {written} was next", desc.digest, m.get_int(1)));
             }
             let piece = m.get_bytes(2);
-            if (data.len() + piece.len()) as u64 > desc.size {
+            // The descriptor's size is only a claim: nothing past it is taken.
+            if written + piece.len() as u64 > desc.size {
                 return Err(format!("blob {} is longer than its descriptor's {} bytes", desc.digest, desc.size));
             }
-            data.extend_from_slice(piece);
+            sink.write_all(piece).map_err(|e| format!("blob {}: writing it: {e}", desc.digest))?;
+            written += piece.len() as u64;
             Ok(())
         })
         .await?;
-        let actual = digest::of_bytes(&data);
-        if actual != desc.digest || data.len() as u64 != desc.size {
+        let (_, actual, len) = sink.finish();
+        if actual != desc.digest || len != desc.size {
             return Err(proto(format!(
-                "blob {} ({} bytes) in containerd's content store has digest {actual} and {} bytes: it was altered or cut short; remove the image and pull or import it again",
-                desc.digest,
-                desc.size,
-                data.len()
+                "blob {} ({} bytes) in containerd's content store has digest {actual} and {len} bytes: it was altered or cut short; remove the image and pull or import it again",
+                desc.digest, desc.size
             )));
         }
-        Ok(data)
+        Ok(())
     }
 }
 
@@ -360,9 +372,13 @@ pub async fn artifact_module(client: &mut Client, store: &Store, id: &str) -> Re
     let keep = |reason: String| ArtifactError::Store { image: image.clone(), reason };
     let path = store.blob_path(&layer.digest).map_err(|e| keep(e.to_string()))?;
     if !path.exists() {
-        let bytes = client.read_blob(&layer, MAX_LAYER).await?;
+        // Streamed through an unnamed file in the store's staging area, not
+        // memory; the store checks it again on the way in.
         let ingest = store.ingest().map_err(|e| keep(e.to_string()))?;
-        ingest.put(&bytes[..], Some((&layer.digest, Some(layer.size)))).map_err(|e| keep(e.to_string()))?;
+        let mut scratch = ingest.scratch().map_err(|e| keep(e.to_string()))?;
+        client.read_blob_into(&layer, MAX_LAYER, &mut scratch).await?;
+        std::io::Seek::rewind(&mut scratch).map_err(|e| keep(e.to_string()))?;
+        ingest.put(scratch, Some((&layer.digest, Some(layer.size)))).map_err(|e| keep(e.to_string()))?;
         ingest.commit_blobs(std::slice::from_ref(&layer.digest)).map_err(|e| keep(e.to_string()))?;
         tracing::info!(image = %image, layer = %layer.digest, bytes = layer.size, "wasm artifact layer fetched from containerd's content store");
     }

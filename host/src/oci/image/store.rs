@@ -289,6 +289,12 @@ impl Ingest<'_> {
         Ok((actual, size))
     }
 
+    /// An unnamed scratch file in staging (gone when closed): room for a
+    /// blob on its way to [`Ingest::put`].
+    pub fn scratch(&self) -> Result<File, StoreError> {
+        tempfile::tempfile_in(&self.dir).map_err(io_err(&self.dir))
+    }
+
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<(String, u64), StoreError> {
         self.put(bytes, None)
     }
