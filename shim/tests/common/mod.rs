@@ -1,6 +1,8 @@
-//! Helpers shared by the shim's end-to-end suites (`containerd.rs` drives
-//! the shim through `ctr`, `cri.rs` through containerd's CRI plugin).
+//! Helpers shared by the shim's end-to-end suites (most drive the shim
+//! through `ctr`, with [`ctr::Env`]; `cri.rs` through containerd's CRI
+//! plugin).
 #![allow(dead_code)]
+pub mod ctr;
 use berth_host::oci::image::build::{self, BuildOptions};
 use berth_tests::containerd::Containerd;
 use std::path::{Path, PathBuf};
