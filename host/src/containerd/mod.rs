@@ -7,16 +7,17 @@
 //! gRPC is HTTP/2 (hyper's client) over containerd's unix socket; messages
 //! are encoded with rust-protobuf's wire format support. Every call names
 //! the containerd namespace in the `containerd-namespace` header.
-use crate::oci::image::build::WASM_CONFIG_MEDIA_TYPE;
-use crate::oci::image::platform::Platform;
-use crate::oci::image::{digest, store::Store};
-use crate::plan::ModuleSource;
+use crate::oci::image::digest;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
-use protobuf::{Message as _, UnknownFields, UnknownValueRef};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod artifact;
+mod wire;
+pub use artifact::{artifact_module, ArtifactError};
+pub use wire::Msg;
 
 const CONTAINERS_GET: &str = "/containerd.services.containers.v1.Containers/Get";
 const IMAGES_GET: &str = "/containerd.services.images.v1.Images/Get";
@@ -24,11 +25,6 @@ const CONTENT_READ: &str = "/containerd.services.content.v1.Content/Read";
 /// The largest gRPC message berth accepts (containerd sends content in
 /// 1 MiB pieces).
 const MAX_MESSAGE: usize = 16 << 20;
-/// The largest manifest or index read from the content store.
-const MAX_JSON: u64 = 4 << 20;
-/// The largest wasm layer fetched: berth's module cap, which a larger one
-/// would meet when it runs.
-const MAX_LAYER: u64 = crate::wasm::load::DEFAULT_MAX_MODULE_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -40,69 +36,6 @@ pub enum ApiError {
     Protocol { method: String, reason: String },
 }
 
-/// A protobuf message as numbered fields, for the handful of containerd
-/// messages berth reads and writes.
-#[derive(Default, Clone)]
-pub struct Msg(UnknownFields);
-
-impl Msg {
-    pub fn new() -> Msg {
-        Msg::default()
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Msg, String> {
-        let empty = protobuf::well_known_types::empty::Empty::parse_from_bytes(bytes).map_err(|e| format!("malformed protobuf message: {e}"))?;
-        Ok(Msg(empty.special_fields.unknown_fields().clone()))
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        self.0.write_to_bytes()
-    }
-
-    /// Adds a string (or bytes) field; empty values are left out, as
-    /// protobuf does.
-    pub fn bytes(mut self, field: u32, value: impl AsRef<[u8]>) -> Msg {
-        if !value.as_ref().is_empty() {
-            self.0.add_length_delimited(field, value.as_ref().to_vec());
-        }
-        self
-    }
-
-    pub fn msg(self, field: u32, value: &Msg) -> Msg {
-        self.bytes(field, value.encode())
-    }
-
-    pub fn int(mut self, field: u32, value: i64) -> Msg {
-        if value != 0 {
-            self.0.add_varint(field, value as u64);
-        }
-        self
-    }
-
-    /// The last value of a length-delimited field (empty when absent).
-    pub fn get_bytes(&self, field: u32) -> &[u8] {
-        match self.0.iter().filter(|(n, _)| *n == field).last() {
-            Some((_, UnknownValueRef::LengthDelimited(b))) => b,
-            _ => &[],
-        }
-    }
-
-    pub fn get_str(&self, field: u32) -> String {
-        String::from_utf8_lossy(self.get_bytes(field)).into_owned()
-    }
-
-    pub fn get_msg(&self, field: u32) -> Result<Msg, String> {
-        Msg::decode(self.get_bytes(field))
-    }
-
-    pub fn get_int(&self, field: u32) -> i64 {
-        match self.0.iter().filter(|(n, _)| *n == field).last() {
-            Some((_, UnknownValueRef::Varint(v))) => v as i64,
-            _ => 0,
-        }
-    }
-}
-
 /// An OCI descriptor as containerd's API carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptor {
@@ -112,7 +45,7 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
-    fn from_msg(m: &Msg) -> Descriptor {
+    pub(crate) fn from_msg(m: &Msg) -> Descriptor {
         Descriptor { media_type: m.get_str(1), digest: m.get_str(2), size: m.get_int(3).max(0) as u64 }
     }
 }
@@ -333,77 +266,9 @@ fn percent_decode(raw: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ArtifactError {
-    #[error(transparent)]
-    Api(#[from] ApiError),
-    #[error("image {image}: {problem}")]
-    Invalid { image: String, problem: String },
-    #[error("keeping the module of image {image} in berth's store: {reason}")]
-    Store { image: String, reason: String },
-}
-
-/// The module of container `id` when its image (in containerd) is a CNCF
-/// wasm artifact: the image's single `application/wasm` layer, kept in
-/// berth's store by digest (fetched from containerd's content store the
-/// first time, verified on the way in and again when it is run).
-/// `Ok(None)`: the container has no image, or its image is no wasm artifact.
-pub async fn artifact_module(client: &mut Client, store: &Store, id: &str) -> Result<Option<(String, ModuleSource)>, ArtifactError> {
-    let image = client.container_image(id).await?;
-    if image.is_empty() {
-        return Ok(None);
-    }
-    let invalid = |problem: String| ArtifactError::Invalid { image: image.clone(), problem };
-    let mut desc = client.image_target(&image).await?;
-    if is_index(&desc.media_type) {
-        let index: oci_spec::image::ImageIndex =
-            serde_json::from_slice(&client.read_blob(&desc, MAX_JSON).await?).map_err(|e| invalid(format!("its index {} is not valid: {e}", desc.digest)))?;
-        let wasm = index.manifests().iter().find(|m| m.platform().as_ref().is_some_and(|p| Platform::from_oci(p).is_wasm()));
-        let Some(m) = wasm else { return Ok(None) };
-        desc = Descriptor { media_type: m.media_type().to_string(), digest: m.digest().to_string(), size: m.size() };
-    }
-    let manifest: oci_spec::image::ImageManifest =
-        serde_json::from_slice(&client.read_blob(&desc, MAX_JSON).await?).map_err(|e| invalid(format!("its manifest {} is not valid: {e}", desc.digest)))?;
-    if manifest.config().media_type().to_string() != WASM_CONFIG_MEDIA_TYPE {
-        return Ok(None);
-    }
-    let layer = crate::oci::image::artifact_layer(&manifest).map_err(invalid)?;
-    let layer = Descriptor { media_type: layer.media_type().to_string(), digest: layer.digest().to_string(), size: layer.size() };
-    let keep = |reason: String| ArtifactError::Store { image: image.clone(), reason };
-    let path = store.blob_path(&layer.digest).map_err(|e| keep(e.to_string()))?;
-    if !path.exists() {
-        // Streamed through an unnamed file in the store's staging area, not
-        // memory; the store checks it again on the way in.
-        let ingest = store.ingest().map_err(|e| keep(e.to_string()))?;
-        let mut scratch = ingest.scratch().map_err(|e| keep(e.to_string()))?;
-        client.read_blob_into(&layer, MAX_LAYER, &mut scratch).await?;
-        std::io::Seek::rewind(&mut scratch).map_err(|e| keep(e.to_string()))?;
-        ingest.put(scratch, Some((&layer.digest, Some(layer.size)))).map_err(|e| keep(e.to_string()))?;
-        ingest.commit_blobs(std::slice::from_ref(&layer.digest)).map_err(|e| keep(e.to_string()))?;
-        tracing::info!(image = %image, layer = %layer.digest, bytes = layer.size, "wasm artifact layer fetched from containerd's content store");
-    }
-    Ok(Some((image, ModuleSource::Blob { path, digest: layer.digest })))
-}
-
-fn is_index(media_type: &str) -> bool {
-    media_type == "application/vnd.oci.image.index.v1+json" || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn messages_round_trip_and_skip_what_they_do_not_know() {
-        let desc = Msg::new().bytes(1, "application/wasm").bytes(2, "sha256:ab").int(3, 1234).bytes(5, b"\x0a\x01k");
-        let image = Msg::new().bytes(1, "example.com/app:1").msg(3, &desc).int(7, 99);
-        let reply = Msg::decode(&Msg::new().msg(1, &image).encode()).unwrap();
-        let target = reply.get_msg(1).unwrap().get_msg(3).unwrap();
-        assert_eq!(Descriptor::from_msg(&target), Descriptor { media_type: "application/wasm".into(), digest: "sha256:ab".into(), size: 1234 });
-        assert_eq!(reply.get_msg(1).unwrap().get_str(1), "example.com/app:1");
-        assert_eq!(reply.get_str(9), "");
-        assert!(Msg::decode(b"\x0a\x05ab").is_err(), "a cut-off field is an error");
-    }
 
     #[test]
     fn grpc_messages_are_percent_decoded() {
