@@ -118,7 +118,7 @@ fn mount_point_of(path: &Path) -> std::io::Result<PathBuf> {
 /// (Bidirectional) volumes stay the host's peers, as with runc.
 /// (Container mounts are made in the container's own mount namespace,
 /// whose root is a slave unless the spec's rootfsPropagation says
-/// otherwise; see [`preflight`].)
+/// otherwise; see `native::preflight`.)
 fn read_only_self(exe: &std::ffi::CStr, mount: &std::ffi::CStr) -> std::io::Result<()> {
     let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
     // SAFETY: plain system calls with valid, NUL-terminated paths; they

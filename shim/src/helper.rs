@@ -12,12 +12,18 @@ pub fn command(verb: Verb) -> Result<Command, String> {
 
 /// Runs the helper to its end; what it printed, or its error.
 pub async fn run(verb: Verb, cmd: Command) -> Result<String, String> {
-    tokio::task::spawn_blocking(move || helper::run(verb, cmd)).await.expect("helper task").map_err(|e| berth_host::error::chain(&e))
+    off_async(move || helper::run(verb, cmd)).await
 }
 
 /// [`run`] of a helper that makes a process; its pid.
 pub async fn run_for_pid(verb: Verb, cmd: Command) -> Result<i32, String> {
-    tokio::task::spawn_blocking(move || helper::run_for_pid(verb, cmd)).await.expect("helper task").map_err(|e| berth_host::error::chain(&e))
+    off_async(move || helper::run_for_pid(verb, cmd)).await
+}
+
+/// Runs a blocking helper call on tokio's blocking pool; its error as one
+/// line with its causes.
+async fn off_async<T: Send + 'static>(f: impl FnOnce() -> Result<T, helper::HelperError> + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f).await.expect("helper task").map_err(|e| berth_host::error::chain(&e))
 }
 
 /// Runs `verb` (`start` or `delete`) for native container `id` whose state
