@@ -6,6 +6,7 @@
 //! inside [`wasm`].
 
 pub mod caps;
+pub mod cli;
 pub mod containerd;
 pub mod error;
 pub mod helper;

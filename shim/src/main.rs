@@ -2,6 +2,11 @@
 //! (`io.containerd.berth.v1`). One shim process serves a group of
 //! containers (a pod, a `berth.dev/group`, or one container) and runs their
 //! wasm guests in-process on one shared engine.
+//!
+//! It is also berth's one multi-call binary: run under any other name (the
+//! release ships it as `berth`, with `containerd-shim-berth-v1` a link to
+//! it), it is the `berth` command. The CLI, the shim and their helpers
+//! then share one file's code pages, and a node installs one binary.
 mod console;
 mod container;
 mod exec;
@@ -10,6 +15,7 @@ mod helper;
 mod info;
 mod lifecycle;
 mod logging;
+mod options;
 mod reaper;
 mod rootfs;
 mod service;
@@ -22,6 +28,9 @@ fn main() {
     if args.get(1).and_then(|a| a.to_str()) == Some(berth_host::helper::ARG) {
         let rest: Vec<String> = args[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
         std::process::exit(berth_host::helper_main::main(&rest));
+    }
+    if !invoked_as_shim(args.first()) {
+        std::process::exit(berth_host::cli::main());
     }
     let flags = match containerd_shim::parse(&args[1..]) {
         Ok(f) => f,
@@ -43,4 +52,27 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Whether argv[0] names the shim: containerd runs it by its runtime's
+/// binary name, `containerd-shim-berth-v1`.
+fn invoked_as_shim(argv0: Option<&std::ffi::OsString>) -> bool {
+    let name = argv0.map(std::path::Path::new).and_then(std::path::Path::file_name);
+    name.is_some_and(|n| n.as_encoded_bytes().starts_with(b"containerd-shim-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::invoked_as_shim;
+
+    #[test]
+    fn the_shim_is_known_by_its_name_and_any_other_name_is_berth() {
+        let shim = |s: &str| invoked_as_shim(Some(&s.into()));
+        assert!(shim("containerd-shim-berth-v1"));
+        assert!(shim("/usr/local/bin/containerd-shim-berth-v1"));
+        assert!(!shim("berth"));
+        assert!(!shim("/usr/local/bin/berth"));
+        assert!(!shim("/opt/containerd-shim-berth-v1/berth"));
+        assert!(!invoked_as_shim(None));
+    }
 }

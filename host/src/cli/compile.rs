@@ -1,8 +1,8 @@
 //! `berth compile`: fill the precompile cache, or write a `.cwasm`.
 use super::size::parse_size;
+use crate::plan::{Entrypoint, ModuleSource, RunPlan};
+use crate::wasm::{cache::Cache, load, EngineOptions, Runtime, WasmEngine};
 use anyhow::{bail, Context, Result};
-use berth_host::plan::{Entrypoint, ModuleSource, RunPlan};
-use berth_host::wasm::{cache::Cache, load, EngineOptions, Runtime, WasmEngine};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -21,7 +21,7 @@ pub struct CompileArgs {
 pub fn compile(args: CompileArgs) -> Result<i32> {
     let max = parse_size(&args.max_module_size).context("--max-module-size")?;
     let engine = WasmEngine::new(&EngineOptions::single())?;
-    let cache_dir = berth_host::paths::cache_dir();
+    let cache_dir = crate::paths::cache_dir();
     let runtime = Runtime::new(engine, Cache::new(cache_dir.clone()), max);
     if let Some(out) = &args.output {
         let [input] = args.modules.as_slice() else {

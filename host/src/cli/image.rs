@@ -1,6 +1,6 @@
 //! `berth image`: build, import, list, inspect and remove OCI images.
+use crate::oci::image::{self, build, import, platform::Platform, store::Store};
 use anyhow::{bail, Context, Result};
-use berth_host::oci::image::{self, build, import, platform::Platform, store::Store};
 use std::io::Read;
 use std::path::PathBuf;
 

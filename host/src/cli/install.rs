@@ -1,7 +1,7 @@
 //! `berth install containerd`: registers berth's runtime in a containerd
 //! config (backup kept, idempotent, `--dry-run` shows the diff).
+use crate::install;
 use anyhow::{Context, Result};
-use berth_host::install;
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand, Debug)]

@@ -1,8 +1,8 @@
 //! `berth run --bundle` of a native bundle: the same fallback the shim
 //! makes, as a Linux namespace container (libcontainer), in the foreground.
+use crate::helper::{self, Verb};
+use crate::native;
 use anyhow::{Context, Result};
-use berth_host::helper::{self, Verb};
-use berth_host::native;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -31,7 +31,7 @@ pub fn run(bundle: &Path, reason: &str) -> Result<i32> {
     let mut cmd = helper::command(Verb::Create).context("preparing the native helper")?;
     let me = std::process::id();
     cmd.arg(&id).arg(&bundle).arg(&root).args((0..3).map(|fd| format!("/proc/{me}/fd/{fd}")));
-    let pid = match helper::run_for_pid(Verb::Create, cmd) {
+    let pid = match cmd.run_for_pid() {
         Ok(pid) => pid,
         Err(e) => {
             // Whatever the helper left half made goes with the failure.

@@ -1,7 +1,7 @@
 //! `berth image pull|push|tag|login|logout`: images and OCI registries.
+use crate::oci::image::{names, platform::Platform, store::Store};
+use crate::oci::registry::{self, auth, pull, push, PlainHttp, RemoteOptions};
 use anyhow::{bail, Context, Result};
-use berth_host::oci::image::{names, platform::Platform, store::Store};
-use berth_host::oci::registry::{self, auth, pull, push, PlainHttp, RemoteOptions};
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -1,12 +1,12 @@
 //! `berth run`: a module or component file, an image from the local
 //! store, or an OCI bundle.
 use super::size::parse_size;
+use crate::caps::{dirs, identity, net::NetPolicy};
+use crate::oci::image::{self, names, store::Store, unpack};
+use crate::oci::{annotations, bundle, entry};
+use crate::plan::{CpuQuota, Entrypoint, ModuleSource, RunPlan};
+use crate::wasm::{cache::Cache, EngineOptions, Exit, Reason, Runtime, WasmEngine};
 use anyhow::{bail, Context, Result};
-use berth_host::caps::{dirs, identity, net::NetPolicy};
-use berth_host::oci::image::{self, names, store::Store, unpack};
-use berth_host::oci::{annotations, bundle, entry};
-use berth_host::plan::{CpuQuota, Entrypoint, ModuleSource, RunPlan};
-use berth_host::wasm::{cache::Cache, EngineOptions, Exit, Reason, Runtime, WasmEngine};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -74,9 +74,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let plan = match &args.bundle {
         Some(dir) => {
             refuse_cli_grants(&args)?;
-            let d = berth_host::oci::detect::detect(dir, &bundle::load_spec(dir)?)?;
+            let d = crate::oci::detect::detect(dir, &bundle::load_spec(dir)?)?;
             tracing::debug!(bundle = %dir.display(), kind = ?d.kind, reason = %d.reason, "runtime chosen");
-            if d.kind == berth_host::oci::detect::Kind::Native {
+            if d.kind == crate::oci::detect::Kind::Native {
                 return super::native::run(dir, &d.reason);
             }
             bundle_plan(&args, dir)?
@@ -94,20 +94,20 @@ pub fn run(args: RunArgs) -> Result<i32> {
     // A bundle that names a network namespace gets its guest's sockets
     // there; berth has one thread yet, so every later one joins it too.
     if let Some(ns) = &plan.net_namespace {
-        berth_host::wasm::netns::join_process(ns).context("the bundle's network namespace")?;
+        crate::wasm::netns::join_process(ns).context("the bundle's network namespace")?;
     }
     let engine = WasmEngine::new(&EngineOptions::single())?;
-    let cache = if args.no_cache { Cache::disabled() } else { Cache::new(berth_host::paths::cache_dir()) };
+    let cache = if args.no_cache { Cache::disabled() } else { Cache::new(crate::paths::cache_dir()) };
     let runtime = Runtime::new(engine, cache, max_module);
     let prepared = runtime.prepare(&plan)?;
     tracing::debug!(module = %plan.entrypoint.source, kind = ?prepared.kind(), cache_hit = prepared.info.cache_hit, "loaded");
     if let Some(user) = &plan.user {
         identity::assume(user)?;
     }
-    if berth_host::wasm::http::is_http_handler(&prepared) {
+    if crate::wasm::http::is_http_handler(&prepared) {
         return serve_plan(Arc::new(runtime), &prepared, &plan);
     }
-    let (exit, usage) = berth_host::wasm::worker::run_foreground(&runtime, &prepared, &plan, 2)?;
+    let (exit, usage) = crate::wasm::worker::run_foreground(&runtime, &prepared, &plan, 2)?;
     tracing::debug!(exit = ?exit, memory_bytes = usage.memory_bytes, table_bytes = usage.table_bytes, refused_growth = usage.refused, "guest finished");
     match &exit {
         Exit::Trap(_) => eprint!("{}", exit.trap_report(&plan.name).unwrap_or_default()),
@@ -122,15 +122,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
 
 /// A component that exports `wasi:http/incoming-handler` is served, as
 /// containers with it are, at `BERTH_HTTP_ADDR` / `berth.dev/http-listen`.
-fn serve_plan(runtime: Arc<Runtime>, prepared: &berth_host::wasm::Prepared, plan: &RunPlan) -> Result<i32> {
-    use berth_host::oci::annotations::{DEFAULT_HTTP_ADDR, HTTP_ADDR_ENV};
+fn serve_plan(runtime: Arc<Runtime>, prepared: &crate::wasm::Prepared, plan: &RunPlan) -> Result<i32> {
+    use crate::oci::annotations::{DEFAULT_HTTP_ADDR, HTTP_ADDR_ENV};
     let addr = match (plan.http_listen, std::env::var(HTTP_ADDR_ENV)) {
         (Some(a), _) => a,
         (None, Ok(v)) => v.parse().with_context(|| format!("{HTTP_ADDR_ENV}={v:?} is not a listen address; use IP:PORT, e.g. 127.0.0.1:8080"))?,
         (None, Err(_)) => DEFAULT_HTTP_ADDR.parse().expect("default address"),
     };
-    let service = Arc::new(berth_host::wasm::http::HttpService::new(runtime, prepared, plan)?);
-    let limits = berth_host::wasm::server::Limits { slots: EngineOptions::single().pool_instances as usize - 1, ..Default::default() };
+    let service = Arc::new(crate::wasm::http::HttpService::new(runtime, prepared, plan)?);
+    let limits = crate::wasm::server::Limits { slots: EngineOptions::single().pool_instances as usize - 1, ..Default::default() };
     super::serve::serve_until_signalled(service, addr, plan.net_namespace.as_deref(), limits, std::time::Duration::from_secs(30))
 }
 

@@ -3,12 +3,12 @@
 //! instance per request. SIGTERM/SIGINT stop
 //! accepting, let in-flight requests finish (up to `--grace`), then exit 0.
 use super::size::parse_size;
+use crate::oci::annotations;
+use crate::plan::{Entrypoint, ModuleSource, RunPlan};
+use crate::wasm::http::HttpService;
+use crate::wasm::server::{self, Limits};
+use crate::wasm::{cache::Cache, EngineOptions, Runtime, WasmEngine};
 use anyhow::{Context, Result};
-use berth_host::oci::annotations;
-use berth_host::plan::{Entrypoint, ModuleSource, RunPlan};
-use berth_host::wasm::http::HttpService;
-use berth_host::wasm::server::{self, Limits};
-use berth_host::wasm::{cache::Cache, EngineOptions, Runtime, WasmEngine};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,14 +70,14 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
     };
     plan.limits.timeout = Some(timeout);
     for o in &args.http_outbound {
-        berth_host::caps::http::HttpOrigin::parse_list(o, &mut plan.http_outbound).context("--http-outbound")?;
+        crate::caps::http::HttpOrigin::parse_list(o, &mut plan.http_outbound).context("--http-outbound")?;
     }
     if let Some(m) = &args.memory {
         plan.limits.memory_bytes = Some(parse_size(m).context("--memory")?);
     }
     let slots = (args.max_concurrency as u32).max(1);
     let engine = WasmEngine::new(&EngineOptions { pool_instances: slots + 8, max_memory_bytes: 4 << 30 })?;
-    let runtime = Arc::new(Runtime::new(engine, Cache::new(berth_host::paths::cache_dir()), berth_host::wasm::load::DEFAULT_MAX_MODULE_BYTES));
+    let runtime = Arc::new(Runtime::new(engine, Cache::new(crate::paths::cache_dir()), crate::wasm::load::DEFAULT_MAX_MODULE_BYTES));
     let prepared = runtime.prepare(&plan)?;
     let service = Arc::new(HttpService::new(runtime, &prepared, &plan)?);
     serve_until_signalled(service, args.addr, None, limits, grace)

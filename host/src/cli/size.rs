@@ -1,6 +1,6 @@
 //! Byte sizes on the command line (parsing is the library's) and for
 //! people.
-pub use berth_host::size::parse_size;
+pub use crate::size::parse_size;
 
 /// A size for people: `812 B`, `1.4 MiB`.
 pub fn human(bytes: u64) -> String {
