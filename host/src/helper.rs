@@ -68,6 +68,27 @@ pub enum HelperError {
     Failed(String),
 }
 
+/// A helper ready to run: the command (which the verb's arguments are
+/// added to, as to any [`std::process::Command`]) and the verb it was made
+/// for, which its errors name.
+pub struct HelperCommand {
+    verb: Verb,
+    cmd: std::process::Command,
+}
+
+impl std::ops::Deref for HelperCommand {
+    type Target = std::process::Command;
+    fn deref(&self) -> &std::process::Command {
+        &self.cmd
+    }
+}
+
+impl std::ops::DerefMut for HelperCommand {
+    fn deref_mut(&mut self) -> &mut std::process::Command {
+        &mut self.cmd
+    }
+}
+
 /// The helper for `verb`: this executable again, the verb's arguments to
 /// follow.
 ///
@@ -78,7 +99,7 @@ pub enum HelperError {
 /// write (the class of CVE-2019-5736) gets EROFS, and the binary on disk
 /// is never exposed. Nothing is copied, and nothing outlives the helper's
 /// namespace.
-pub fn command(verb: Verb) -> std::io::Result<std::process::Command> {
+pub fn command(verb: Verb) -> std::io::Result<HelperCommand> {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     use std::os::unix::process::CommandExt;
     let exe = std::fs::read_link("/proc/self/exe")?;
@@ -94,7 +115,7 @@ pub fn command(verb: Verb) -> std::io::Result<std::process::Command> {
     unsafe {
         cmd.pre_exec(move || read_only_self(&path, &mount));
     }
-    Ok(cmd)
+    Ok(HelperCommand { verb, cmd })
 }
 
 /// The mount point of the mount that holds `path` (the topmost of the
@@ -131,23 +152,28 @@ fn read_only_self(exe: &std::ffi::CStr, mount: &std::ffi::CStr) -> std::io::Resu
     }
 }
 
-/// Runs a helper to its end (its stdin closed) and returns what it printed
-/// on stdout, trimmed; on failure its one-line reason.
-pub fn run(verb: Verb, mut cmd: std::process::Command) -> Result<String, HelperError> {
-    let out = crate::process::output(&mut cmd).map_err(|source| HelperError::Spawn { verb: verb.as_str(), source })?;
-    if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
+impl HelperCommand {
+    /// Runs the helper to its end (its stdin closed) and returns what it
+    /// printed on stdout, trimmed; on failure its one-line reason.
+    pub fn run(mut self) -> Result<String, HelperError> {
+        let verb = self.verb.as_str();
+        let out = crate::process::output(&mut self.cmd).map_err(|source| HelperError::Spawn { verb, source })?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(HelperError::Failed(err.lines().last().map(str::to_string).unwrap_or_else(|| format!("the {verb} helper failed ({})", out.status))))
     }
-    let err = String::from_utf8_lossy(&out.stderr);
-    Err(HelperError::Failed(err.lines().last().map(str::to_string).unwrap_or_else(|| format!("the {} helper failed ({})", verb.as_str(), out.status))))
-}
 
-/// [`run`] of a helper that prints the pid of the process it made.
-pub fn run_for_pid(verb: Verb, cmd: std::process::Command) -> Result<i32, HelperError> {
-    let out = run(verb, cmd)?;
-    match out.parse::<i32>() {
-        Ok(pid) if pid > 0 => Ok(pid),
-        _ => Err(HelperError::Failed(format!("the {} helper printed {out:?} where a pid was expected", verb.as_str()))),
+    /// [`HelperCommand::run`] of a helper that prints the pid of the
+    /// process it made.
+    pub fn run_for_pid(self) -> Result<i32, HelperError> {
+        let verb = self.verb.as_str();
+        let out = self.run()?;
+        match out.parse::<i32>() {
+            Ok(pid) if pid > 0 => Ok(pid),
+            _ => Err(HelperError::Failed(format!("the {verb} helper printed {out:?} where a pid was expected"))),
+        }
     }
 }
 

@@ -54,7 +54,7 @@ impl Exec {
         if let Some(c) = &console {
             cmd.arg(c.path());
         }
-        let pid = crate::helper::run_for_pid(Verb::Exec, cmd).await.map_err(fail)?;
+        let pid = crate::helper::run_for_pid(cmd).await.map_err(fail)?;
         *self.pid.lock().unwrap() = Some(pid);
         let rx = crate::reaper::watch(pid);
         let me = self.clone();

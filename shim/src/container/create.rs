@@ -164,7 +164,7 @@ impl Container {
         if let Some(c) = &console {
             cmd.arg(c.path());
         }
-        let pid = match crate::helper::run_for_pid(Verb::Create, cmd).await {
+        let pid = match crate::helper::run_for_pid(cmd).await {
             Ok(pid) => pid,
             Err(e) => {
                 // Whatever the helper left half made (an init waiting for
