@@ -3,7 +3,7 @@
 //! shim copies between it and containerd's stdin/stdout FIFOs and applies
 //! window sizes (ResizePty).
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,7 +45,7 @@ impl ConsoleSocket {
         };
         stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(timeout))?;
-        recv_fd(stream.as_raw_fd())
+        recv_fd(stream.as_fd())
     }
 }
 
@@ -65,31 +65,29 @@ pub async fn attach(socket: ConsoleSocket, stdin: &str, stdout: &str) -> Result<
 }
 
 /// Receives one file descriptor (SCM_RIGHTS) from a connected socket.
-fn recv_fd(sock: i32) -> std::io::Result<OwnedFd> {
+/// A message with no descriptor, more than one, or a truncated control
+/// part is refused, and every descriptor it brought is closed.
+fn recv_fd(sock: std::os::fd::BorrowedFd<'_>) -> std::io::Result<OwnedFd> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
     let mut data = [0u8; 256];
-    let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
-    // Room for one control message carrying one int, aligned for cmsghdr.
-    let mut control = [0u64; 8];
-    // SAFETY: msghdr is plain data; every pointer set below outlives the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: recvmsg on a valid socket with a valid msghdr.
-    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: CMSG_FIRSTHDR/CMSG_DATA walk the control buffer the kernel
-    // filled, within msg_controllen.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
-            return Err(std::io::Error::other("the console socket carried no terminal"));
+    // Room for one more descriptor than expected: a sender of two is seen
+    // (and refused) as such, not as a truncation.
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = rustix::net::recvmsg(sock, &mut [std::io::IoSliceMut::new(&mut data)], &mut control, RecvFlags::CMSG_CLOEXEC)?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = m {
+            fds.extend(rights);
         }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const i32);
-        Ok(OwnedFd::from_raw_fd(fd))
+    }
+    if msg.flags.contains(ReturnFlags::CTRUNC) {
+        return Err(std::io::Error::other("the console socket's message was truncated (more than one descriptor sent)"));
+    }
+    match (fds.pop(), fds.is_empty()) {
+        (Some(fd), true) => Ok(fd),
+        (None, _) => Err(std::io::Error::other("the console socket carried no terminal")),
+        (Some(_), false) => Err(std::io::Error::other("the console socket carried more than one descriptor")),
     }
 }
 
@@ -118,4 +116,43 @@ pub fn resize(master: &File, width: u32, height: u32) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::os::fd::{AsFd, BorrowedFd};
+    use std::os::unix::net::UnixStream;
+
+    fn send(sock: &UnixStream, fds: &[BorrowedFd<'_>]) {
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(16))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() {
+            assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
+        }
+        rustix::net::sendmsg(sock, &[std::io::IoSlice::new(b"x")], &mut control, SendFlags::empty()).unwrap();
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    #[test]
+    fn one_descriptor_is_taken_and_any_other_message_leaves_none_open() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        send(&a, &[file.as_fd()]);
+        let got = recv_fd(b.as_fd()).unwrap();
+        assert_eq!(rustix::fs::fstat(&got).unwrap().st_rdev, rustix::fs::fstat(&file).unwrap().st_rdev);
+        drop(got);
+        let before = open_fds();
+        for n in [0, 2, 12] {
+            let fds: Vec<BorrowedFd<'_>> = (0..n).map(|_| file.as_fd()).collect();
+            send(&a, &fds);
+            let e = recv_fd(b.as_fd()).unwrap_err().to_string();
+            assert!(e.contains("console socket"), "{n} descriptors: {e}");
+            assert_eq!(open_fds(), before, "{n} descriptors sent: every one received must be closed");
+        }
+    }
 }
