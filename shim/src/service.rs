@@ -28,7 +28,8 @@ pub fn start(mut flags: Flags) -> i32 {
     let id = flags.id.clone();
     let result = (|| -> Result<String, String> {
         let cwd = std::env::current_dir().map_err(|e| format!("bundle directory: {e}"))?;
-        let group = group_of(&cwd, &flags.id);
+        let config = crate::options::from_stdin().map_err(|e| berth_host::error::chain(&e))?;
+        let group = group_of(config.grouping, &cwd, &flags.id);
         let opts = StartOpts { id: flags.id.clone(), address: flags.address.clone(), namespace: flags.namespace.clone(), ..Default::default() };
         let address = opts.socket_address(&group);
         // Starts of one group may run at once (a pod's containers): one

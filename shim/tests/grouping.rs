@@ -125,3 +125,66 @@ fn a_group_mixes_native_and_wasm_containers_in_one_shim() {
         assert!(env.ctr(&["container", "rm", id]).status.success());
     }
 }
+
+#[test]
+fn the_node_wide_mode_serves_every_pod_from_one_shim() {
+    let env = Env::new(&[(guests::WAT_SLEEP, "example.com/sleep:1")]);
+    env.import_busybox(BUSYBOX);
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("node.toml");
+    std::fs::write(&node, "grouping = \"node\"\n").unwrap();
+    let node = node.to_str().unwrap();
+    // Two pods (a native pause and a wasm app each) and a container of no
+    // pod: one shim for all of them in the node-wide mode.
+    let runs: [(&str, &str, &[&str]); 5] = [
+        ("pod-a", "pod-a", &[BUSYBOX, "pod-a", "/bin/sleep", "1000"]),
+        ("app-a", "pod-a", &["example.com/sleep:1", "app-a"]),
+        ("pod-b", "pod-b", &[BUSYBOX, "pod-b", "/bin/sleep", "1000"]),
+        ("app-b", "pod-b", &["example.com/sleep:1", "app-b"]),
+        ("loose", "", &["example.com/sleep:1", "loose"]),
+    ];
+    for (id, pod, image_and_args) in runs {
+        let sandbox = format!("io.kubernetes.cri.sandbox-id={pod}");
+        let mut args = vec!["run", "-d", "--null-io", "--runtime", RUNTIME, "--runtime-config-path", node];
+        if !pod.is_empty() {
+            args.extend(["--annotation", &sandbox]);
+        }
+        args.extend(image_and_args);
+        let o = env.ctr(&args);
+        assert!(o.status.success(), "{id}: {}", text(&o));
+        env.wait_status(id, "RUNNING");
+    }
+    assert_eq!(env.shims().len(), 1, "the node-wide mode must serve all five containers from one shim: {:?}", env.shims());
+    // A pod's end leaves the other pods running in the shim.
+    for id in ["app-a", "pod-a"] {
+        assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", id]).status.success());
+        env.wait_status(id, "STOPPED");
+        assert!(env.ctr(&["task", "rm", id]).status.success());
+    }
+    env.wait_status("app-b", "RUNNING");
+    env.wait_status("pod-b", "RUNNING");
+    // The default mode, in the same containerd: a shim per pod.
+    let o = env.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "--annotation", "io.kubernetes.cri.sandbox-id=pod-c", "example.com/sleep:1", "app-c"]);
+    assert!(o.status.success(), "{}", text(&o));
+    env.wait_status("app-c", "RUNNING");
+    assert_eq!(env.shims().len(), 2, "a pod outside the node-wide mode gets its own shim");
+    for id in ["app-b", "pod-b", "loose", "app-c"] {
+        assert!(env.ctr(&["task", "kill", "-s", "SIGKILL", id]).status.success());
+        env.wait_status(id, "STOPPED");
+        assert!(env.ctr(&["task", "rm", id]).status.success());
+    }
+    env.wait_no_shims();
+}
+
+#[test]
+fn a_bad_shim_config_fails_the_start_and_names_the_file() {
+    let env = Env::new(&[(guests::WAT_SLEEP, "example.com/sleep:1")]);
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("shim.toml");
+    std::fs::write(&bad, "grouping = \"cluster\"\n").unwrap();
+    let o = env.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "--runtime-config-path", bad.to_str().unwrap(), "example.com/sleep:1", "bad"]);
+    assert!(!o.status.success());
+    let err = text(&o);
+    assert!(err.contains(bad.to_str().unwrap()) && err.contains("\"cluster\"") && err.contains("\"node\""), "{err}");
+    assert!(env.shims().is_empty(), "no shim may be left: {:?}", env.shims());
+}

@@ -397,3 +397,30 @@ fn a_wasm_artifact_runs_in_a_pod_with_a_command() {
     node.remove_pod(&pod, Duration::from_secs(30));
     node.wait_clean();
 }
+
+#[test]
+fn pods_of_the_node_wide_handler_share_one_shim_and_end_apart() {
+    let node = Node::start(&[(guests::WAT_SLEEP, "berth.test/sleep:1")]);
+    // Handler `berth-node` (options.ConfigPath: grouping = "node").
+    let pods: Vec<Pod> = ["wide-a", "wide-b"].iter().map(|n| node.try_run_pod_with("berth-node", n, |_| {}).unwrap_or_else(|e| panic!("{n}: {e}"))).collect();
+    let apps: Vec<String> = pods.iter().map(|p| node.run(p, "app", "berth.test/sleep:1", |_| {})).collect();
+    for id in &apps {
+        node.wait_running(id);
+    }
+    assert_eq!(node.shims().len(), 1, "two pods of the node-wide handler, one shim: {:?}", node.shims());
+    // A pod of handler `berth` keeps a shim of its own.
+    let own = node.run_pod("own", |_| {});
+    let own_app = node.run(&own, "app", "berth.test/sleep:1", |_| {});
+    node.wait_running(&own_app);
+    assert_eq!(node.shims().len(), 2, "{:?}", node.shims());
+    // One pod's end leaves the other running in the shared shim.
+    node.remove_pod(&pods[0], Duration::from_secs(30));
+    node.wait_running(&apps[1]);
+    assert_eq!(node.shims().len(), 2);
+    node.stop_container(&apps[1], 10);
+    assert_eq!(node.wait_exited(&apps[1]).exit_code, 143);
+    node.assert_no_zombies();
+    node.remove_pod(&pods[1], Duration::from_secs(30));
+    node.remove_pod(&own, Duration::from_secs(30));
+    node.wait_clean();
+}

@@ -72,12 +72,21 @@ impl Node {
     bin_dir = "/usr/lib/cni"
     conf_dir = "{net}"
     max_conf_num = 1
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.berth-node]
+  runtime_type = "io.containerd.berth.v1"
+  pod_annotations = ["berth.dev/*"]
+  container_annotations = ["berth.dev/*"]
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.berth-node.options]
+    ConfigPath = "{p}/berth-node.toml"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{p}/opt"
 "#,
                 net = net.display(),
                 p = p.display()
             );
+            // Handler `berth-node`: berth's node-wide mode, one shim for
+            // every pod.
+            std::fs::write(p.join("berth-node.toml"), "grouping = \"node\"\n").unwrap();
             let path = p.join("config.toml");
             let edit = berth_host::install::add_runtime(&path.display().to_string(), &private_config(p, "", &tables)).unwrap();
             std::fs::write(&path, edit.new_text).unwrap();
