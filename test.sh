@@ -3,7 +3,11 @@
 # (the wasm targets; Debian's packages, on Debian), then checks formatting
 # and lints, and runs every test, the end-to-end ones against a real
 # containerd included. On a terminal it asks before it installs anything.
-# Arguments go to `cargo test` (e.g. `./test.sh -p berth-shim --test cri`).
+# Without arguments it then builds the aarch64 release binary (./dist.sh)
+# and runs the `berth` command's suites for running, images and serving
+# against it, through qemu-user, as an aarch64 board would run it.
+# Arguments go to `cargo test` instead, and only it runs
+# (e.g. `./test.sh -p berth-shim --test cri`).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,7 +20,8 @@ log() { printf '== %s\n' "$*"; }
 # containernetworking-plugins for the CRI suite's pod networks;
 # protobuf-compiler for its CRI client's generated code (k8s-cri);
 # docker-registry (the CNCF distribution registry), apache2-utils
-# (htpasswd) and openssl for the registry tests.
+# (htpasswd) and openssl for the registry tests; qemu-user-static to run
+# the aarch64 release binary (./dist.sh installs its cross compiler).
 need=()
 command -v cc >/dev/null || need+=(gcc)
 command -v curl >/dev/null || need+=(curl)
@@ -30,6 +35,9 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v openssl >/dev/null || need+=(openssl)
+if (($# == 0)) && [[ $(uname -m) != aarch64 ]]; then
+  command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+fi
 
 # Asks on a terminal (not in CI); elsewhere the answer is yes.
 agree() {
@@ -87,3 +95,22 @@ log "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test --workspace $*"
 cargo test --workspace "$@"
+(($# == 0)) || exit 0
+
+# The aarch64 release binary, run as a board runs it. On another machine
+# the kernel runs aarch64 executables through qemu-user (binfmt_misc, as
+# qemu-user-static registers it on a systemd machine), so berth's own
+# re-executions of itself (its helpers) go through qemu too.
+./dist.sh aarch64
+if [[ $(uname -m) != aarch64 ]]; then
+  binfmt=/proc/sys/fs/binfmt_misc
+  [[ -e $binfmt/register ]] || mount -t binfmt_misc binfmt_misc "$binfmt"
+  if [[ ! -e $binfmt/qemu-aarch64 ]]; then
+    agree "register qemu-aarch64 with binfmt_misc, to run aarch64 executables?" || { echo "not registering; the aarch64 tests need it" >&2; exit 1; }
+    cat /usr/lib/binfmt.d/qemu-aarch64.conf >"$binfmt/register"
+  fi
+fi
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+release=${CARGO_TARGET_DIR:-target}/berth-dist/berth-$version-aarch64-linux/berth
+log "the berth suites (run_basics, images, serve) against $release"
+BERTH_BIN=$(realpath "$release") cargo test -p berth-host --test run_basics --test images --test serve

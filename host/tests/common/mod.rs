@@ -20,7 +20,7 @@ impl Berth {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        let mut c = Command::new(berth_bin());
         // Tests reach registries only on loopback, and say so (`--pull`).
         c.env("BERTH_ROOT", self.root.path()).env_remove("BERTH_LOG").env("BERTH_PULL", "never").stdin(Stdio::null());
         c
@@ -38,6 +38,20 @@ impl Berth {
 
     pub fn cache_dir(&self) -> PathBuf {
         self.root.path().join("cache")
+    }
+}
+
+/// The `berth` under test: this build's, or the binary that `BERTH_BIN`
+/// names (a release artifact, such as the aarch64 one that test.sh runs
+/// through qemu-user).
+pub fn berth_bin() -> PathBuf {
+    match std::env::var_os("BERTH_BIN") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "BERTH_BIN={} is not a file: point it at a berth binary (./dist.sh builds the release ones)", p.display());
+            p
+        }
+        None => PathBuf::from(env!("CARGO_BIN_EXE_berth")),
     }
 }
 
