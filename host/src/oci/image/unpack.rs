@@ -1,13 +1,15 @@
 //! Unpacking image layers into a rootfs, safely.
 //!
-//! Every path is resolved beneath the rootfs with `openat2(RESOLVE_IN_ROOT)`:
+//! Every path is resolved beneath the rootfs as with `openat2(RESOLVE_IN_ROOT)`
+//! (`crate::rooted`, which walks it itself where the kernel lacks openat2):
 //! `..`, absolute symlinks and symlinked parents all land inside the root,
 //! never outside. The final component is then created with `*at` calls that
 //! do not follow symlinks (`O_CREAT|O_EXCL|O_NOFOLLOW`, `symlinkat`,
 //! `linkat` without `AT_SYMLINK_FOLLOW`), after removing what was there.
 //! Entries naming `..` are refused; device nodes and FIFOs are skipped;
 //! setuid/setgid bits are dropped; sizes and entry counts are capped.
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use crate::rooted::{openat_in_root, Beneath};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -212,8 +214,8 @@ impl Layer {
         let path = joined(comps);
         let path: &OsStr = if path.is_empty() { OsStr::new(".") } else { OsStr::from_bytes(&path) };
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-        match rustix::fs::openat2(&self.root, path, flags, Mode::empty(), how) {
+        let open = |root: &OwnedFd| openat_in_root(root, path, flags, Beneath::AnyMount);
+        match open(&self.root) {
             Ok(fd) => Ok(Some(fd)),
             Err(Errno::NOENT) if create && !comps.is_empty() => {
                 let (last, up) = comps.split_last().expect("non-empty");
@@ -225,11 +227,10 @@ impl Layer {
                     Err(Errno::EXIST) => {}
                     Err(e) => return Err(e.into()),
                 }
-                Ok(Some(rustix::fs::openat2(&self.root, path, flags, Mode::empty(), how)?))
+                Ok(Some(open(&self.root)?))
             }
             Err(Errno::NOENT) => Ok(None),
             Err(Errno::NOTDIR) => Err(Fail::Refused("a parent of this entry is not a directory")),
-            Err(Errno::NOSYS) => Err(Fail::Refused("this kernel lacks openat2 (Linux 5.6 or newer), which berth needs to unpack layers safely")),
             Err(e) => Err(e.into()),
         }
     }
