@@ -113,4 +113,4 @@ fi
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 release=${CARGO_TARGET_DIR:-target}/berth-dist/berth-$version-aarch64-linux/berth
 log "the berth suites (run_basics, images, serve) against $release"
-BERTH_BIN=$(realpath "$release") cargo test -p berth-host --test run_basics --test images --test serve
+BERTH_BIN=$(realpath "$release") cargo test --no-fail-fast -p berth-host --test run_basics --test images --test serve

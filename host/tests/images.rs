@@ -340,16 +340,7 @@ fn an_interrupted_import_leaves_no_image_and_is_cleaned_up() {
     // 16 MiB of incompressible data makes the import take a while.
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    let mut seed = 0x9e3779b97f4a7c15u64;
-    let noise: Vec<u8> = (0..16 << 20)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect();
-    std::fs::write(data.join("noise"), &noise).unwrap();
+    std::fs::write(data.join("noise"), common::noise(16 << 20)).unwrap();
     let p = dir.path().join("big.tar");
     build(&b, guests::HELLO_P1, "example.com/big:1", &["--add", &format!("{}:/data", data.display())], &p);
     let mut child = b.cmd().args(["image", "import", p.to_str().unwrap()]).spawn().unwrap();

@@ -101,3 +101,16 @@ pub fn write(path: &Path, bytes: impl AsRef<[u8]>) {
     }
     std::fs::write(path, bytes).unwrap();
 }
+
+/// `size` bytes that do not compress.
+pub fn noise(size: usize) -> Vec<u8> {
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    (0..size)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
