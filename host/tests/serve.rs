@@ -165,3 +165,34 @@ fn berth_run_serves_an_http_component_at_berth_http_addr() {
     assert_eq!(curl(&[&s.url("/via-run")]), ("200".into(), "hello from berth: GET /via-run\n".into()));
     b.run_env(&["run", guests::HTTP_HELLO_P2], &[("BERTH_HTTP_ADDR", "not-an-address")]).expect_berth_error(&["BERTH_HTTP_ADDR", "not-an-address", "IP:PORT"]);
 }
+
+/// Where the instance pool asked for does not fit the address space (a
+/// board whose kernel gives a process 39 bits of it, or a low `ulimit -v`),
+/// berth serve makes the largest pool that fits, instead of none, and
+/// serves with it.
+#[test]
+fn a_small_address_space_gets_a_smaller_pool_not_none() {
+    use std::os::unix::process::CommandExt;
+    let b = Berth::new();
+    let mut cmd = b.cmd();
+    cmd.args(["serve", guests::HTTP_HELLO_P2, "--addr", "127.0.0.1:0"]).env("BERTH_LOG", "info");
+    // 1 TiB (or less, where the tests already run with less): the default
+    // pool (264 instances, 4 GiB per memory slot) needs about 4 TiB of it.
+    let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit, which `now` is.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut now) }, 0);
+    let bytes = now.rlim_cur.min(1 << 40);
+    let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+    // SAFETY: the closure runs in the forked child before exec and makes
+    // one setrlimit system call (async-signal-safe) on a value it owns.
+    unsafe {
+        cmd.pre_exec(move || if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+    }
+    let s = Server::spawn(cmd);
+    for i in 0..20 {
+        assert_eq!(curl(&[&s.url(&format!("/r{i}"))]).0, "200");
+    }
+    let log = s.log.lock().unwrap().clone();
+    assert!(log.contains("made a smaller one"), "no smaller pool was made:\n{log}");
+    assert!(!log.contains("on-demand"), "the pool was given up:\n{log}");
+}

@@ -55,7 +55,7 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
     let timeout = duration_flag("--request-timeout", &args.request_timeout)?;
     let grace = duration_flag("--grace", &args.grace)?;
     let header_timeout = duration_flag("--header-timeout", &args.header_timeout)?;
-    let limits = Limits {
+    let mut limits = Limits {
         slots: args.max_concurrency.max(1),
         queue: args.max_queue,
         max_body: parse_size(&args.max_body_size).context("--max-body-size")?,
@@ -77,6 +77,14 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
     }
     let slots = (args.max_concurrency as u32).max(1);
     let engine = WasmEngine::new(&EngineOptions { pool_instances: slots + 8, max_memory_bytes: 4 << 30 })?;
+    // A smaller pool than asked (a small address space) bounds concurrency;
+    // the rest of the requests queue instead of failing.
+    let pool = engine.pool_instances();
+    let fits = pool.saturating_sub(8.min(pool / 4)).max(1) as usize;
+    if fits < limits.slots {
+        tracing::info!(max_concurrency = limits.slots, serving = fits, "serving fewer requests at once than --max-concurrency asks; the others queue");
+        limits.slots = fits;
+    }
     let runtime = Arc::new(Runtime::new(engine, Cache::new(crate::paths::cache_dir()), crate::wasm::load::DEFAULT_MAX_MODULE_BYTES));
     let prepared = runtime.prepare(&plan)?;
     let service = Arc::new(HttpService::new(runtime, &prepared, &plan)?);

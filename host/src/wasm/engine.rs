@@ -49,31 +49,63 @@ fn base_config() -> Config {
     c
 }
 
+/// The smallest pool worth making; below it the on-demand allocator serves.
+const MIN_POOL_INSTANCES: u32 = 8;
+
+fn pooled_config(instances: u32, max_memory_bytes: usize) -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances * 8)
+        .total_memories(instances * 4)
+        .total_tables(instances * 8)
+        .total_stacks(instances)
+        .max_memory_size(max_memory_bytes);
+    let mut config = base_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
 impl WasmEngine {
-    /// Creates the engine and starts its epoch ticker. Falls back to the
-    /// on-demand allocator (with a warning) when the pool cannot reserve
-    /// its address space, e.g. under a low `ulimit -v`.
+    /// Creates the engine and starts its epoch ticker.
+    ///
+    /// The pool reserves address space up front (a few GiB per memory
+    /// slot). Where that does not fit, as on boards whose kernels give a
+    /// process 39 bits of address space or under a low `ulimit -v`, the
+    /// pool shrinks by a quarter at a time until it does (down to
+    /// [`MIN_POOL_INSTANCES`]), logged at info with the size made; below
+    /// that the on-demand allocator serves, with a warning. [`WasmEngine::pool_instances`] tells what was made.
     pub fn new(opts: &EngineOptions) -> Result<Self, EngineError> {
-        let n = opts.pool_instances.max(1);
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(n)
-            .total_core_instances(n * 8)
-            .total_memories(n * 4)
-            .total_tables(n * 8)
-            .total_stacks(n)
-            .max_memory_size(opts.max_memory_bytes);
-        let mut config = base_config();
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = match Engine::new(&config) {
-            Ok(e) => e,
-            Err(err) => {
-                tracing::warn!(error = %err, "pooling allocator unavailable; using on-demand allocation");
-                Engine::new(&base_config()).map_err(|e| EngineError(e.to_string()))?
+        let asked = opts.pool_instances.max(1);
+        let mut n = asked;
+        let (engine, made) = loop {
+            match Engine::new(&pooled_config(n, opts.max_memory_bytes)) {
+                Ok(e) => break (e, n),
+                Err(_) if n > MIN_POOL_INSTANCES => n = (n * 3 / 4).max(MIN_POOL_INSTANCES),
+                Err(err) => {
+                    tracing::warn!(error = %err, pool_instances = n, "no instance pool fits this process's address space; using on-demand allocation");
+                    break (Engine::new(&base_config()).map_err(|e| EngineError(e.to_string()))?, asked);
+                }
             }
         };
+        if made < asked {
+            // Expected on such a machine at every start: not a warning.
+            tracing::info!(
+                asked,
+                pool_instances = made,
+                "the instance pool asked for does not fit this process's address space; made a smaller one, which bounds how many guests run at once"
+            );
+        }
         start_ticker(&engine);
         let compat_key = compatibility_key(&engine);
-        Ok(WasmEngine { engine, compat_key, options: opts.clone(), compile_in_child: false })
+        let options = EngineOptions { pool_instances: made, ..opts.clone() };
+        Ok(WasmEngine { engine, compat_key, options, compile_in_child: false })
+    }
+
+    /// How many instances run at once: the pool made (which may be smaller
+    /// than asked, see [`WasmEngine::new`]), or what was asked for when
+    /// instances are allocated on demand.
+    pub fn pool_instances(&self) -> u32 {
+        self.options.pool_instances
     }
 
     /// Compiles modules (on a cache miss) in a short-lived child process,

@@ -23,14 +23,17 @@ impl Server {
     pub fn spawn(mut cmd: Command) -> Server {
         let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut before = String::new();
         let port = loop {
-            let line = lines.next().expect("berth serve exited before listening").unwrap();
+            let line = lines.next().unwrap_or_else(|| panic!("berth serve exited before listening; it wrote:\n{before}")).unwrap();
             if let Some(rest) = line.strip_prefix("berth: serving on http://127.0.0.1:") {
                 break rest.trim_end_matches('/').parse().unwrap();
             }
+            before.push_str(&line);
+            before.push('\n');
         };
         // Keep draining stderr so the server never blocks on it.
-        let log = Arc::new(Mutex::new(String::new()));
+        let log = Arc::new(Mutex::new(before));
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
