@@ -69,12 +69,18 @@ fn a_pod_runs_wasm_and_native_containers_in_one_shim_and_leaves_nothing() {
 
 #[test]
 fn a_pods_wasm_sockets_and_http_listener_live_in_the_pods_network_namespace() {
-    let node = Node::start(&[(guests::TCP_CLIENT_P2, "berth.test/tcp-client:1"), (guests::HTTP_HELLO_P2, "berth.test/http:1")]);
-    let (port, node_only, http) = (free_port(), free_port(), free_port());
-    // The grant comes as a pod annotation (the installer's pod_annotations).
+    let node = Node::start(&[
+        (guests::TCP_CLIENT_P2, "berth.test/tcp-client:1"),
+        (guests::TCP_SERVER_P2, "berth.test/tcp-server:1"),
+        (guests::HTTP_HELLO_P2, "berth.test/http:1"),
+    ]);
+    let (port, node_only, http, listen, upstream) = (free_port(), free_port(), free_port(), free_port(), free_port());
+    // The grants come as pod annotations (the installer's pod_annotations).
     let grant = format!("127.0.0.1/32:{port},127.0.0.1/32:{node_only}");
     let pod = node.run_pod("socks", |p| {
         p.annotations.insert("berth.dev/net-connect".into(), grant.clone());
+        p.annotations.insert("berth.dev/net-listen".into(), format!("127.0.0.1/32:{listen}"));
+        p.annotations.insert("berth.dev/http-outbound".into(), format!("http://127.0.0.1:{upstream}"));
     });
     let ns = node.netns(&pod);
     banner_server(None, port, "node");
@@ -99,6 +105,31 @@ fn a_pods_wasm_sockets_and_http_listener_live_in_the_pods_network_namespace() {
     wait_serving(&ns, http);
     assert_eq!(get_in(&ns, http, "/hi").unwrap(), (200, "hello from berth: GET /hi\n".into()));
     assert!(std::net::TcpStream::connect(("127.0.0.1", http)).is_err(), "the pod's listener is on the node's loopback");
+    // Outbound wasi:http goes to the pod's loopback, not the node's.
+    banner_server(None, upstream, "HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnode");
+    banner_server(Some(&ns), upstream, "HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\npod");
+    let (code, body) = get_in(&ns, http, &format!("/fetch?to=127.0.0.1:{upstream}/x")).unwrap();
+    assert_eq!((code, body.trim_end()), (200, "fetched 200: pod"), "outbound wasi:http left the pod's network namespace");
+    // A guest's own listener is in the pod too.
+    let server = node.run(&pod, "listener", "berth.test/tcp-server:1", |c| c.args = vec![format!("127.0.0.1:{listen}")]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !stdout_lines(&node.log(&pod, "listener")).contains(&"listening") {
+        assert!(Instant::now() < deadline, "the guest never listened: {}", node.log(&pod, "listener"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(std::net::TcpStream::connect(("127.0.0.1", listen)).is_err(), "the guest's listener is on the node's loopback");
+    let reply = berth_host::wasm::netns::within(std::path::Path::new(&ns), || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", listen))?;
+        c.write_all(b"ping")?;
+        c.shutdown(std::net::Shutdown::Write)?;
+        let mut r = String::new();
+        c.read_to_string(&mut r)?;
+        Ok::<_, std::io::Error>(r)
+    })
+    .expect("connecting to the guest's listener in the pod");
+    assert_eq!(reply, "pong:ping");
+    assert_eq!(node.wait_exited(&server).exit_code, 0);
     // Log rotation: kubelet renames the log, then asks for it to be reopened.
     assert_eq!(get_in(&ns, http, "/log").unwrap().0, 200);
     let log = node.log_path(&pod, "web");
@@ -187,8 +218,10 @@ fn kubelet_restarts_and_stop_timeouts_behave_as_with_runc() {
         std::thread::spawn(move || get_in(&ns, http, "/loop"))
     };
     std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
     node.stop_container(&web, 1);
     assert_eq!(node.wait_exited(&web).exit_code, 137);
+    assert!(t.elapsed() >= Duration::from_secs(1), "the drain was cut short before the timeout ran out");
     let _ = spinning.join();
     node.remove_pod(&pod, Duration::from_secs(30));
     node.wait_clean();
