@@ -5,7 +5,7 @@
 //! interop tests push and pull with containerd's `ctr` against the same
 //! registry and run the images through berth's shim.
 mod common;
-use berth_tests::guests;
+use berth_tests::{guests, oci};
 use common::{Berth, Out};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -133,6 +133,77 @@ fn run(b: &Berth, args: &[&str], extra: &[String]) -> Out {
     b.run(&all)
 }
 
+/// Puts an image index, its manifests and their blobs into a plain-HTTP
+/// registry through the distribution API, as another tool (buildx, oras)
+/// would push them: blobs by POST then PUT, manifests by digest, the index
+/// under `tag`.
+fn upload_index(reg: &Registry, repo: &str, tag: &str, a: &oci::Archive, manifests: &[serde_json::Value]) {
+    let base = format!("http://{}/v2/{repo}", reg.addr);
+    let tmp = tempfile::tempdir().unwrap();
+    let put = |url: &str, content_type: &str, bytes: &[u8]| {
+        let file = tmp.path().join("body");
+        std::fs::write(&file, bytes).unwrap();
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-f", "-X", "PUT", "-H", &format!("Content-Type: {content_type}"), "--data-binary"]).arg(format!("@{}", file.display())).arg(url);
+        sh(&mut cmd);
+    };
+    for (path, bytes) in &a.files {
+        let Some(hex) = path.strip_prefix("blobs/sha256/") else { continue };
+        let o = Command::new("curl").args(["-sS", "-f", "-D", "-", "-o", "/dev/null", "-X", "POST"]).arg(format!("{base}/blobs/uploads/")).output().unwrap();
+        let head = String::from_utf8_lossy(&o.stdout);
+        let loc = head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("location")).map(|(_, v)| v.trim().to_string()));
+        let loc = loc.unwrap_or_else(|| panic!("the registry gave no upload location: {head}"));
+        let url = if loc.starts_with("http") { loc } else { format!("http://{}{loc}", reg.addr) };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        put(&format!("{url}{sep}digest=sha256:{hex}"), "application/octet-stream", bytes);
+    }
+    for m in manifests {
+        let digest = m["digest"].as_str().unwrap();
+        let bytes = &a.files.iter().find(|(p, _)| p.ends_with(digest.trim_start_matches("sha256:"))).unwrap().1;
+        put(&format!("{base}/manifests/{digest}"), m["mediaType"].as_str().unwrap(), bytes);
+    }
+    let index = serde_json::json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests });
+    put(&format!("{base}/manifests/{tag}"), "application/vnd.oci.image.index.v1+json", index.to_string().as_bytes());
+}
+
+#[test]
+fn a_multi_platform_index_is_pulled_for_the_right_platform_with_every_layer() {
+    let reg = Registry::plain();
+    let f = reg.flags();
+    let mut a = oci::Archive::default();
+    let wasm = std::fs::read(guests::HELLO_P1).unwrap();
+    let native = a.image("linux", "amd64", &["/bin/true"], &[oci::file_layer("bin/true", b"\x7fELF", 0o755)]);
+    // The wasm image in three layers, pulled several at a time.
+    let layers =
+        [oci::file_layer("app.wasm", &wasm, 0o755), oci::file_layer("data/a.txt", b"layer two", 0o644), oci::file_layer("data/b.txt", b"layer three", 0o644)];
+    let guest = a.image("wasi", "wasm", &["/app.wasm"], &layers);
+    let arm = a.image("linux", "arm64", &["/bin/true"], &[oci::file_layer("bin/true", b"\x7fELF\x02", 0o755)]);
+    upload_index(&reg, "team/multi", "1", &a, &[native, guest, arm]);
+    let name = format!("{}/team/multi:1", reg.addr);
+
+    let edge = Berth::new();
+    let o = run(&edge, &["image", "pull", &name], &f);
+    o.expect_code(0);
+    assert!(o.stdout.contains("wasi/wasm"), "{}", o.stdout);
+    let o = edge.run(&["run", &name]);
+    o.expect_code(0);
+    assert!(o.stdout.contains("hello from a berth guest"), "{}", o.stdout);
+    // Every layer landed: the rootfs holds the files of layers two and three.
+    let rootfs = std::fs::read_dir(edge.root.path().join("rootfs"))
+        .unwrap()
+        .flatten()
+        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .expect("an unpacked rootfs");
+    assert_eq!(std::fs::read_to_string(rootfs.path().join("data/a.txt")).unwrap(), "layer two");
+    assert_eq!(std::fs::read_to_string(rootfs.path().join("data/b.txt")).unwrap(), "layer three");
+
+    let other = Berth::new();
+    let o = run(&other, &["image", "pull", "--platform", "linux/arm64", &name], &f);
+    o.expect_code(0);
+    assert!(o.stdout.contains("linux/arm64"), "{}", o.stdout);
+    run(&other, &["image", "pull", "--platform", "linux/s390x", &name], &f).expect_berth_error(&["linux/s390x", "wasi/wasm", "linux/amd64"]);
+}
+
 /// The image store's staging area and blob count, to show nothing was
 /// half-stored.
 fn store_state(b: &Berth) -> (usize, usize) {
@@ -188,9 +259,21 @@ fn push_then_pull_and_run_over_plain_http_for_both_image_forms() {
         let fresh = Berth::new();
         let o = run(&fresh, &["run", "--pull", "never"], &f.iter().cloned().chain([name.clone()]).collect::<Vec<_>>());
         o.expect_berth_error(&["neither a file nor an image", "berth image pull"]);
-        run(&edge, &["run", "--pull", "always"], &f.iter().cloned().chain([name.clone()]).collect::<Vec<_>>()).expect_code(0);
+        // The tag moves to another guest: --pull missing keeps what is
+        // stored, --pull always fetches what the tag names now.
+        let mut rebuild = vec!["image", "build", guests::HELLO_P2, "-t", &name];
+        if artifact {
+            rebuild.push("--artifact");
+        }
+        pusher.run(&rebuild).expect_code(0);
+        run(&pusher, &["image", "push", &name], &f).expect_code(0);
+        let o = run(&edge, &["run", "--pull", "missing"], &f.iter().cloned().chain([name.clone()]).collect::<Vec<_>>());
+        assert!(o.stdout.contains("(p1 module)"), "--pull missing fetched again: {}\n{}", o.stdout, o.stderr);
+        let o = run(&edge, &["run", "--pull", "always"], &f.iter().cloned().chain([name.clone()]).collect::<Vec<_>>());
+        assert!(o.stdout.contains("(p2 component)"), "--pull always ran the stored image: {}\n{}", o.stdout, o.stderr);
     }
-    // `tag` names the image for another repository; push sends no blob twice.
+    // `tag` names the image for another repository, which push fills and a
+    // pull from it finds whole.
     let src = format!("{}/team/hello:1", reg.addr);
     let dst = format!("{}/other/hello:2", reg.addr);
     pusher.run(&["image", "tag", &src, &dst]).expect_code(0);
@@ -245,6 +328,23 @@ fn tls_basic_auth_login_and_logout() {
     std::fs::copy(&auth_file, docker.path().join("config.json")).unwrap();
     let other = Berth::new();
     other.run_env(&["image", "pull", &name, "--ca-file", &ca], &[("DOCKER_CONFIG", docker.path().to_str().unwrap())]).expect_code(0);
+    // A credential helper the Docker config names (credHelpers) is asked
+    // for this registry: `docker-credential-NAME get`, the registry on stdin.
+    let helpers = tempfile::tempdir().unwrap();
+    let asked = helpers.path().join("asked");
+    let helper = helpers.path().join("docker-credential-berthtest");
+    std::fs::write(
+        &helper,
+        format!("#!/bin/sh\n[ \"$1\" = get ] || exit 1\ncat > '{}'\necho '{{\"Username\":\"alice\",\"Secret\":\"s3cret\"}}'\n", asked.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let with_helper = tempfile::tempdir().unwrap();
+    std::fs::write(with_helper.path().join("config.json"), format!("{{\"credHelpers\": {{\"{}\": \"berthtest\"}}}}", reg.addr)).unwrap();
+    let path = format!("{}:{}", helpers.path().display(), std::env::var("PATH").unwrap_or_default());
+    let third = Berth::new();
+    third.run_env(&["image", "pull", &name, "--ca-file", &ca], &[("DOCKER_CONFIG", with_helper.path().to_str().unwrap()), ("PATH", &path)]).expect_code(0);
+    assert_eq!(std::fs::read_to_string(&asked).unwrap().trim(), reg.addr, "the helper was not asked for this registry");
     // Logout forgets them.
     let o = edge.run(&["image", "logout", &reg.addr]);
     o.expect_code(0);
@@ -495,15 +595,7 @@ fn tiny_server(bind: &str, answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'sta
         for mut s in l.incoming().flatten() {
             let (h, answer) = (h.clone(), answer.clone());
             std::thread::spawn(move || {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&req).split("\r\n\r\n").next().unwrap_or("").to_lowercase();
+                let Some(head) = read_head(&mut s) else { return };
                 h.lock().unwrap().push(head.clone());
                 let _ = s.write_all(&answer(&head));
             });
@@ -523,17 +615,43 @@ fn http(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     out
 }
 
-#[test]
-fn a_redirect_to_another_host_gets_no_credentials() {
-    // The image's blobs, from a store of berth's own.
+/// The blobs of the hello guest as a wasm artifact, from a store of
+/// berth's own, for registries the tests play themselves.
+struct Artifact {
+    manifest: Vec<u8>,
+    config_d: String,
+    layer_d: String,
+    config: Vec<u8>,
+    layer: Vec<u8>,
+}
+
+fn artifact() -> Artifact {
     let b = Berth::new();
     b.run(&["image", "build", guests::HELLO_P1, "-t", "example.com/src:1", "--artifact"]).expect_code(0);
     let v: serde_json::Value = serde_json::from_str(&b.run(&["image", "inspect", "example.com/src:1"]).stdout).unwrap();
     let blob = |d: &str| std::fs::read(b.root.path().join("images/blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
-    let manifest = blob(v["digest"].as_str().unwrap());
     let (config_d, layer_d) =
         (v["manifest"]["config"]["digest"].as_str().unwrap().to_string(), v["manifest"]["layers"][0]["digest"].as_str().unwrap().to_string());
-    let (config, layer) = (blob(&config_d), blob(&layer_d));
+    Artifact { manifest: blob(v["digest"].as_str().unwrap()), config: blob(&config_d), layer: blob(&layer_d), config_d, layer_d }
+}
+
+/// Reads one request head from `s`, lowercased; `None` when the client
+/// went away first.
+fn read_head(s: &mut std::net::TcpStream) -> Option<String> {
+    let mut req = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&req).split("\r\n\r\n").next().unwrap_or("").to_lowercase())
+}
+
+#[test]
+fn a_redirect_to_another_host_gets_no_credentials() {
+    let Artifact { manifest, config_d, config, layer, .. } = artifact();
     // Blob storage on another host (127.0.0.2), as a registry's CDN is.
     let (cdn, cdn_heads) = tiny_server("127.0.0.2:0", move |head| {
         let body = if head.contains(&config_d) { config.clone() } else { layer.clone() };
@@ -562,4 +680,43 @@ fn a_redirect_to_another_host_gets_no_credentials() {
     assert!(cdn_heads.iter().all(|h| !h.contains("authorization")), "credentials went to another host: {cdn_heads:#?}");
     let o = edge.run(&["run", "--pull", "never", &format!("{reg}/app:1")]);
     assert!(o.stdout.contains("(p1 module)"), "{}", o.stderr);
+}
+
+#[test]
+fn a_registry_that_trickles_a_layer_is_cut_off_as_stalled() {
+    let Artifact { manifest, config_d, layer_d, config, layer } = artifact();
+    // Every read of the layer gets a byte within the read timeout, so only
+    // its rate shows the stall. Each connection stops by itself after 300.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let reg = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let (manifest, config, layer, config_d) = (manifest.clone(), config.clone(), layer.clone(), config_d.clone());
+            std::thread::spawn(move || {
+                let Some(head) = read_head(&mut s) else { return };
+                if head.contains("/manifests/") {
+                    let _ = s.write_all(&http("200 OK", &[("content-type", "application/vnd.oci.image.manifest.v1+json")], &manifest));
+                } else if head.contains(&config_d) {
+                    let _ = s.write_all(&http("200 OK", &[], &config));
+                } else {
+                    let mut full = http("200 OK", &[], &layer);
+                    let body_at = full.len() - layer.len();
+                    full.truncate(body_at);
+                    let _ = s.write_all(&full);
+                    for byte in layer.iter().take(300) {
+                        std::thread::sleep(Duration::from_millis(200));
+                        if s.write_all(&[*byte]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let edge = Berth::new();
+    let t = Instant::now();
+    let o = edge.run(&["image", "pull", &format!("{reg}/app:1"), "--plain-http", "--registry-timeout", "1s"]);
+    o.expect_berth_error(&["stalled", &layer_d]);
+    assert!(t.elapsed() < Duration::from_secs(30), "the stall was not cut off: {:?}", t.elapsed());
+    assert_eq!(store_state(&edge), (0, 0));
 }

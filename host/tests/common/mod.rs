@@ -23,6 +23,9 @@ impl Berth {
         let mut c = Command::new(berth_bin());
         // Tests reach registries only on loopback, and say so (`--pull`).
         c.env("BERTH_ROOT", self.root.path()).env_remove("BERTH_LOG").env("BERTH_PULL", "never").stdin(Stdio::null());
+        // The user's Docker credentials (and their helpers) stay out of the
+        // tests; a test that reads a Docker config sets its own.
+        c.env("DOCKER_CONFIG", self.root.path().join("no-docker-config"));
         c
     }
 

@@ -2,17 +2,24 @@
 //! descriptor's size (a registry that sends more cannot fill the disk), and
 //! a dropped or failed download is resumed where it stopped (a `Range`
 //! request; a registry that ignores the range is read from the start and
-//! the bytes already had are skipped). The store verifies the digest.
+//! the bytes already had are skipped). A download that sends less than
+//! [`MIN_BYTES_PER_WINDOW`] in one read-timeout window is stalled (a
+//! registry can keep each read under the timeout with a byte at a time)
+//! and is treated as dropped. The store verifies the digest.
 use super::{RegistryError, Remote};
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
 use oci_client::client::BlobResponse;
 use oci_client::Reference;
 use std::io::Read;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Attempts at one blob before its download fails.
 const ATTEMPTS: u32 = 4;
+
+/// Fewer bytes than this in one read-timeout window (30 s by default: about
+/// 550 bytes/s) is a stalled download.
+pub(crate) const MIN_BYTES_PER_WINDOW: u64 = 16 << 10;
 
 pub(crate) struct BlobReader<'a> {
     remote: &'a Remote,
@@ -25,6 +32,8 @@ pub(crate) struct BlobReader<'a> {
     skip: u64,
     buf: Bytes,
     failures: u32,
+    /// When the current progress window began, and what it brought so far.
+    window: (Instant, u64),
     /// The registry's error when the download gave up, for the caller.
     pub failed: Option<RegistryError>,
     on_bytes: &'a (dyn Fn(u64) + Sync),
@@ -32,7 +41,20 @@ pub(crate) struct BlobReader<'a> {
 
 impl<'a> BlobReader<'a> {
     pub fn new(remote: &'a Remote, reference: &'a Reference, digest: &'a str, size: u64, on_bytes: &'a (dyn Fn(u64) + Sync)) -> Self {
-        BlobReader { remote, reference, digest, size, got: 0, stream: None, skip: 0, buf: Bytes::new(), failures: 0, failed: None, on_bytes }
+        BlobReader {
+            remote,
+            reference,
+            digest,
+            size,
+            got: 0,
+            stream: None,
+            skip: 0,
+            buf: Bytes::new(),
+            failures: 0,
+            window: (Instant::now(), 0),
+            failed: None,
+            on_bytes,
+        }
     }
 
     fn connect(&mut self) -> Result<(), RegistryError> {
@@ -55,6 +77,7 @@ impl<'a> BlobReader<'a> {
             }
         };
         self.stream = Some(stream.map(|c| c.map_err(std::io::Error::other)).boxed());
+        self.window = (Instant::now(), 0);
         Ok(())
     }
 
@@ -106,6 +129,15 @@ impl Read for BlobReader<'_> {
             let next = self.remote.rt.block_on(self.stream.as_mut().expect("connected").next());
             match next {
                 Some(Ok(mut chunk)) => {
+                    self.window.1 += chunk.len() as u64;
+                    let (since, bytes) = self.window;
+                    if since.elapsed() >= self.remote.timeout {
+                        if bytes < MIN_BYTES_PER_WINDOW {
+                            self.retry(format!("stalled: {bytes} bytes in {:?}", since.elapsed()))?;
+                            continue;
+                        }
+                        self.window = (Instant::now(), 0);
+                    }
                     if self.skip > 0 {
                         let drop = self.skip.min(chunk.len() as u64);
                         chunk = chunk.slice(drop as usize..);

@@ -86,6 +86,9 @@ pub(crate) struct Remote {
     pub client: Client,
     pub auth: RegistryAuth,
     pub registry: String,
+    /// How long one read may take; also the window a download's progress
+    /// is judged over (see `blob`).
+    pub timeout: Duration,
 }
 
 /// Whether a registry host (with an optional port) is this machine.
@@ -126,7 +129,7 @@ impl Remote {
         };
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(RegistryError::Runtime)?;
         let auth = auth::credentials(registry)?;
-        Ok(Remote { rt, client: Client::new(config), auth, registry: registry.into() })
+        Ok(Remote { rt, client: Client::new(config), auth, registry: registry.into(), timeout: opts.timeout })
     }
 
     /// `what` failed at the registry: the error a user can act on.
