@@ -36,18 +36,31 @@ fn sh(cmd: &mut Command) {
     assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// How a registry the tests start authenticates its clients.
+enum Auth<'a> {
+    None,
+    /// Basic auth against an htpasswd file with this user.
+    Htpasswd(&'a str, &'a str),
+    /// Bearer tokens from a token service at `realm`, signed by the key of
+    /// `cert`, as Docker Hub and most hosted registries do.
+    Token {
+        realm: String,
+        cert: &'a Path,
+    },
+}
+
 impl Registry {
     /// A plain-HTTP registry without auth.
     fn plain() -> Registry {
-        Self::start(false, None)
+        Self::start(false, Auth::None)
     }
 
     /// A TLS registry (a CA of the test's) with htpasswd user `user`.
     fn tls_with_user(user: &str, password: &str) -> Registry {
-        Self::start(true, Some((user, password)))
+        Self::start(true, Auth::Htpasswd(user, password))
     }
 
-    fn start(tls: bool, user: Option<(&str, &str)>) -> Registry {
+    fn start(tls: bool, auth: Auth) -> Registry {
         let bin = need("docker-registry", "docker-registry");
         let dir = tempfile::Builder::new().prefix("berth-registry-").tempdir().unwrap();
         let d = dir.path();
@@ -77,11 +90,20 @@ impl Registry {
             ]);
             config += &format!("  tls:\n    certificate: {0}/server.pem\n    key: {0}/server.key\n", d.display());
         }
-        if let Some((u, p)) = user {
-            let o = Command::new(need("htpasswd", "apache2-utils")).args(["-Bbn", u, p]).output().unwrap();
-            assert!(o.status.success());
-            std::fs::write(d.join("htpasswd"), o.stdout).unwrap();
-            config += &format!("auth:\n  htpasswd:\n    realm: berth-test\n    path: {}/htpasswd\n", d.display());
+        match auth {
+            Auth::None => {}
+            Auth::Htpasswd(u, p) => {
+                let o = Command::new(need("htpasswd", "apache2-utils")).args(["-Bbn", u, p]).output().unwrap();
+                assert!(o.status.success());
+                std::fs::write(d.join("htpasswd"), o.stdout).unwrap();
+                config += &format!("auth:\n  htpasswd:\n    realm: berth-test\n    path: {}/htpasswd\n", d.display());
+            }
+            Auth::Token { realm, cert } => {
+                config += &format!(
+                    "auth:\n  token:\n    realm: {realm}\n    service: berth-test\n    issuer: berth-test-issuer\n    rootcertbundle: {}\n",
+                    cert.display()
+                );
+            }
         }
         std::fs::write(d.join("config.yml"), config).unwrap();
         let log = std::fs::File::create(d.join("registry.log")).unwrap();
@@ -125,6 +147,19 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `berth image login` to `reg` as alice, the password on stdin.
+fn login_alice(b: &Berth, reg: &Registry, password: &str) -> Out {
+    let mut c = b.cmd();
+    c.args(["image", "login", &reg.addr, "-u", "alice", "--password-stdin"])
+        .args(reg.flags())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    Out::from(child.wait_with_output().unwrap())
 }
 
 fn run(b: &Berth, args: &[&str], extra: &[String]) -> Out {
@@ -299,16 +334,7 @@ fn tls_basic_auth_login_and_logout() {
     let o = pusher.run(&["image", "push", &name]);
     assert_eq!(o.code, 125, "{}", o.stderr);
     assert!(o.stderr.to_lowercase().contains("certificate"), "{}", o.stderr);
-    let login = |b: &Berth, password: &str| {
-        let mut c = b.cmd();
-        c.args(["image", "login", &reg.addr, "-u", "alice", "--password-stdin", "--ca-file", &ca])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
-        Out::from(child.wait_with_output().unwrap())
-    };
+    let login = |b: &Berth, password: &str| login_alice(b, &reg, password);
     let auth_file = pusher.root.path().join("auth/config.json");
     login(&pusher, "wrong").expect_berth_error(&["wrong user name or password"]);
     assert!(!auth_file.exists(), "a failed login wrote credentials");
@@ -719,4 +745,72 @@ fn a_registry_that_trickles_a_layer_is_cut_off_as_stalled() {
     o.expect_berth_error(&["stalled", &layer_d]);
     assert!(t.elapsed() < Duration::from_secs(30), "the stall was not cut off: {:?}", t.elapsed());
     assert_eq!(store_state(&edge), (0, 0));
+}
+
+/// A token service, as hosted registries have, for user `alice` with
+/// password `s3cret`: a GET with her basic credentials gets a JWT (RS256,
+/// its certificate in `x5c`) granting pull and push on repository `app`;
+/// anything else gets 401. Returns its realm and its certificate's path.
+fn token_service(dir: &Path) -> (String, PathBuf) {
+    use base64::Engine as _;
+    let b64url = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let openssl = need("openssl", "openssl");
+    sh(Command::new(&openssl).current_dir(dir).args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "token.key",
+        "-out",
+        "token.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=berth test tokens",
+    ]));
+    let der = Command::new(&openssl).current_dir(dir).args(["x509", "-in", "token.pem", "-outform", "DER"]).output().unwrap().stdout;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let header = serde_json::json!({ "alg": "RS256", "typ": "JWT", "x5c": [base64::engine::general_purpose::STANDARD.encode(&der)] });
+    let claims = serde_json::json!({
+        "iss": "berth-test-issuer", "sub": "alice", "aud": "berth-test", "exp": now + 3600, "nbf": now - 60, "iat": now - 60, "jti": "berth-test-1",
+        "access": [{ "type": "repository", "name": "app", "actions": ["pull", "push"] }],
+    });
+    let signed = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+    std::fs::write(dir.join("signed"), &signed).unwrap();
+    let sig = Command::new(&openssl).current_dir(dir).args(["dgst", "-sha256", "-sign", "token.key", "signed"]).output().unwrap();
+    assert!(sig.status.success() && !sig.stdout.is_empty(), "signing the token: {}", String::from_utf8_lossy(&sig.stderr));
+    let token = format!("{signed}.{}", b64url(&sig.stdout));
+    let good = format!("authorization: basic {}", base64::engine::general_purpose::STANDARD.encode("alice:s3cret")).to_lowercase();
+    let (addr, _) = tiny_server("127.0.0.1:0", move |head| {
+        if head.contains(&good) {
+            let body = serde_json::json!({ "token": token, "access_token": token, "expires_in": 3600 }).to_string();
+            http("200 OK", &[("content-type", "application/json")], body.as_bytes())
+        } else {
+            http("401 Unauthorized", &[("www-authenticate", "Basic realm=\"berth-test\"")], b"")
+        }
+    });
+    (format!("http://{addr}/token"), dir.join("token.pem"))
+}
+
+#[test]
+fn token_auth_as_hosted_registries_do_it() {
+    let tokens = tempfile::tempdir().unwrap();
+    let (realm, cert) = token_service(tokens.path());
+    let reg = Registry::start(false, Auth::Token { realm, cert: &cert });
+    let name = format!("{}/app:1", reg.addr);
+    let pusher = Berth::new();
+    pusher.run(&["image", "build", guests::HELLO_P1, "-t", &name]).expect_code(0);
+    pusher.run(&["image", "push", &name, "--plain-http"]).expect_berth_error(&["app:1", "berth image login"]);
+    let login = |b: &Berth, password: &str| login_alice(b, &reg, password);
+    login(&pusher, "wrong").expect_berth_error(&["wrong user name or password"]);
+    login(&pusher, "s3cret").expect_code(0);
+    pusher.run(&["image", "push", &name, "--plain-http"]).expect_code(0);
+    let edge = Berth::new();
+    edge.run(&["image", "pull", &name, "--plain-http"]).expect_berth_error(&["app:1"]);
+    login(&edge, "s3cret").expect_code(0);
+    let o = edge.run(&["run", "--pull", "missing", "--plain-http", &name]);
+    o.expect_code(0);
+    assert!(o.stdout.contains("(p1 module)"), "{}\n{}\n{}", o.stdout, o.stderr, reg.log());
 }
