@@ -147,6 +147,7 @@ impl Container {
             pod,
             netns,
             oom: Default::default(),
+            starting: Default::default(),
         })
     }
 

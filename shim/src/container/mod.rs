@@ -60,6 +60,10 @@ pub struct Container {
     /// Set when the guest trapped after its memory limit refused it
     /// memory: it ran out of memory, as the kernel's OOM killer reports.
     oom: std::sync::atomic::AtomicBool,
+    /// Held through a start and a kill of the container's own process, so
+    /// that a kill sent while it starts acts on the started process (as
+    /// runc's shim orders them), never on one half started.
+    starting: tokio::sync::Mutex<()>,
 }
 
 impl Container {
@@ -75,13 +79,18 @@ impl Container {
     /// process in its namespaces). `on_exit` runs once when it ends, however
     /// it ends (exit, trap, kill, panic).
     pub async fn start(self: &Arc<Self>, runtime: Arc<Runtime>, on_exit: impl FnOnce(Exited) + Send + 'static) -> Result<(), String> {
-        if !self.life.begin() {
-            return Err(format!("container {} was already started", self.id));
-        }
+        let _starting = self.starting.lock().await;
         if let Job::Native { root, exit, .. } = &self.job {
-            if let Err(e) = crate::helper::native(Verb::Start, root, &self.id).await {
-                self.life.unbegin();
-                return Err(e);
+            // Running only once its process runs: until then State says
+            // created, and a kill waits for this start to finish.
+            match self.status() {
+                Status::Created => {}
+                Status::Running => return Err(format!("container {} was already started", self.id)),
+                Status::Stopped => return Err(format!("container {} has already exited (it was killed before it started)", self.id)),
+            }
+            crate::helper::native(Verb::Start, root, &self.id).await?;
+            if !self.life.begin() {
+                return Err(format!("container {} was already started", self.id));
             }
             // None: the watch was taken by a Kill of the created
             // container, which saw its end; that exit stands.
@@ -89,6 +98,9 @@ impl Container {
                 self.wait_process(rx, on_exit);
             }
             return Ok(());
+        }
+        if !self.life.begin() {
+            return Err(format!("container {} was already started", self.id));
         }
         if let Job::Worker { pid, plan } = &self.job {
             let spawned = crate::helper::command(Verb::Wasm).and_then(|mut cmd| {
@@ -215,6 +227,7 @@ impl Container {
     /// processes, with `all`) gets the signal. Returns the exit when it
     /// is known here (a created container that ended).
     pub async fn kill(&self, signal: u32, all: bool) -> Result<Option<Exited>, String> {
+        let _starting = self.starting.lock().await;
         if let Job::Native { root, exit, pid, .. } = &self.job {
             if self.status() == Status::Stopped {
                 return Ok(None);
