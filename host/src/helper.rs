@@ -118,6 +118,49 @@ pub fn command(verb: Verb) -> std::io::Result<HelperCommand> {
     Ok(HelperCommand { verb, cmd })
 }
 
+/// Kills the `create` and `exec` helpers still at work on container `id`
+/// of the native state root `state_root`, and what they forked that has
+/// not exec'd yet (a container's init runs its helper's command line until
+/// it execs the container's process), then waits (5 s at most) until they
+/// are gone. Returns how many it killed.
+///
+/// For the clean-up after a shim died mid-create: its helper and the init
+/// it made outlive it, reparented away, and would otherwise finish making
+/// the container after the clean-up ran, leaving an init that waits for a
+/// start forever. Each process is pinned by a pidfd and its command line
+/// read again before the signal, so a pid reused meanwhile is never hit.
+pub fn kill_orphans(id: &str, state_root: &Path) -> usize {
+    use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags};
+    use std::os::unix::ffi::OsStrExt;
+    let root = state_root.as_os_str().as_bytes();
+    let works_on = |pid: i32| {
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+        let argv: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        argv.len() > 5
+            && argv[1] == ARG.as_bytes()
+            && [Verb::Create.as_str().as_bytes(), Verb::Exec.as_str().as_bytes()].contains(&argv[2])
+            && argv[3] == id.as_bytes()
+            && argv[5] == root
+    };
+    let pids: Vec<i32> = std::fs::read_dir("/proc")
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).filter(|&p| works_on(p)).collect())
+        .unwrap_or_default();
+    let mut killed = Vec::new();
+    for pid in pids {
+        let Some(fd) = Pid::from_raw(pid).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok()) else { continue };
+        if works_on(pid) && pidfd_send_signal(&fd, rustix::process::Signal::KILL).is_ok() {
+            tracing::info!(container_id = id, pid, "killed a helper (or an init that never started) left by a shim that died");
+            killed.push(pid);
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let gone = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')));
+    while !killed.iter().all(|&p| gone(p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    killed.len()
+}
+
 /// The mount point of the mount that holds `path` (the topmost of the
 /// longest mount points above it).
 fn mount_point_of(path: &Path) -> std::io::Result<PathBuf> {

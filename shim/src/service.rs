@@ -148,8 +148,11 @@ fn cpus() -> usize {
 pub fn delete(flags: &Flags) -> i32 {
     let cwd = std::env::current_dir().unwrap_or_default();
     // A native container outlives its shim: kill what is left and remove
-    // it. (Nothing is printed: stdout is the reply.)
-    let _ = berth_host::native::delete(&berth_host::native::state_root_for(&flags.address, &flags.namespace), &flags.id);
+    // it, after the helpers that may still be making it (a shim killed
+    // mid-create). (Nothing is printed: stdout is the reply.)
+    let native_root = berth_host::native::state_root_for(&flags.address, &flags.namespace);
+    berth_host::helper::kill_orphans(&flags.id, &native_root);
+    let _ = berth_host::native::delete(&native_root, &flags.id);
     crate::rootfs::unmount(&cwd.join("rootfs"));
     let mut resp = DeleteResponse::new();
     resp.exit_status = 128 + libc::SIGKILL as u32;

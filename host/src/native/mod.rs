@@ -154,7 +154,13 @@ pub fn delete(state_root: &Path, id: &str) -> Result<(), NativeError> {
         Ok(mut c) => c.delete(true).map_err(op(id, "deleting it")),
         // Never created (or already deleted): nothing to undo.
         Err(_) if !state_root.join(id).exists() => Ok(()),
-        Err(e) => Err(op(id, "loading its state")(e)),
+        // Half made: its maker died before its state was whole (a shim
+        // killed mid-create; `helper::kill_orphans` ended what it had
+        // started). Its directory goes.
+        Err(e) => {
+            tracing::warn!(container_id = id, error = %e, "removing the state of a container that was never wholly made");
+            std::fs::remove_dir_all(state_root.join(id)).map_err(|_| op(id, "loading its state")(e))
+        }
     }
 }
 
