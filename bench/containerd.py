@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """berth's shim vs runc through one private containerd, side by side.
 
-Usage: containerd.py BERTH_BIN_DIR [N_COLD] [N_DENSITY] [N_CHURN]
+Usage: containerd.py BERTH_BIN_DIR [N_COLD] [N_DENSITY] [N_CHURN] [N_PODS]
 (BERTH_BIN_DIR holds `berth` and `containerd-shim-berth-v1`).
 
 - cold start: `ctr run --rm` of the wasm hello via berth vs busybox `echo`
   via runc, interleaved, median and p10/p90, ratio berth/runc;
-- density: N idle containers per runtime (berth: one `berth.dev/group`, the
-  wasm sleep guest; runc: busybox `sleep`), sum of PSS over every process
-  the runtime keeps for them (shims and container processes) / N;
+- density, each shape with both runtimes in the same shape; the sum of the
+  PSS of every process a runtime keeps (shims and their descendants):
+  N_PODS pods as CRI makes them (a sandbox id each, a native busybox pause,
+  one idle app: the wasm sleep guest under berth, busybox `sleep` under
+  runc), per pod, with berth's shim per pod and with its node-wide mode;
+  and N_DENSITY idle containers all in one shim (one sandbox id), per
+  container;
 - churn: create-start-wait-delete (`ctr run --rm`) at parallelism 4, tasks/s;
 - native: `ctr run --rm` of busybox `echo` via berth (its native fallback,
   libcontainer) vs via runc, interleaved, ratio berth/runc.
@@ -153,6 +157,7 @@ def main():
     n_cold = int(sys.argv[2]) if len(sys.argv) > 2 else 20
     n_density = int(sys.argv[3]) if len(sys.argv) > 3 else 200
     n_churn = int(sys.argv[4]) if len(sys.argv) > 4 else 40
+    n_pods = int(sys.argv[5]) if len(sys.argv) > 5 else 100
     berth = f"{bindir}/berth"
     work = tempfile.mkdtemp()
     env = dict(os.environ, BERTH_ROOT=f"{work}/root")
@@ -195,34 +200,85 @@ def main():
         print(f"| berth | {cb:.1f} |")
         print(f"| runc | {cr:.1f} |")
         print(f"\nratio berth / runc: **{cb / cr:.2f}**\n")
-        # Density.
-        def density(kind):
-            ids = [f"{kind}{i}" for i in range(n_density)]
-            for i in ids:
-                if kind == "berth":
-                    c.ctr("run", "-d", "--null-io", "--annotation", "berth.dev/group=density", "--runtime", "io.containerd.berth.v1", "bench.local/sleep:1", i)
-                else:
-                    c.ctr("run", "-d", "--null-io", "bench.local/busybox:1", i, "/bin/sleep", "3600")
+        # Footprint of a shim holding one sleeping wasm guest.
+        c.ctr("run", "-d", "--null-io", "--runtime", "io.containerd.berth.v1", "bench.local/sleep:1", "idle")
+        time.sleep(2)
+        shim = c.pids("containerd-shim-berth-v1")
+        fields = {}
+        for line in open(f"/proc/{shim[0]}/smaps_rollup"):
+            k, _, v = line.partition(":")
+            if v.strip().endswith("kB"):
+                fields[k] = int(v.split()[0])
+        print("### a shim holding one sleeping wasm guest")
+        print()
+        print("| RSS KiB | PSS KiB | private dirty KiB | shared clean KiB | shim processes |")
+        print("| --- | --- | --- | --- | --- |")
+        print(f"| {fields['Rss']} | {fields['Pss']} | {fields['Private_Dirty']} | {fields['Shared_Clean']} | {len(shim)} |")
+        print()
+        c.ctr("task", "kill", "-s", "SIGKILL", "idle", check=False)
+        time.sleep(1)
+        c.ctr("task", "rm", "-f", "idle", check=False)
+        c.ctr("container", "rm", "idle", check=False)
+        # Density, each shape with both runtimes in the same shape.
+        node_cfg = f"{work}/berth-node.toml"
+        with open(node_cfg, "w") as f:
+            f.write('grouping = "node"\n')
+
+        def density(label, containers):
+            """Runs containers (id, runtime, image, args, ctr flags) idle; the
+            PSS of every process the runtime keeps for them (shims and their
+            descendants), then removes them."""
+            berth = any(rt == "io.containerd.berth.v1" for _, rt, _, _, _ in containers)
+            for cid, rt, image, args, flags in containers:
+                c.ctr("run", "-d", "--null-io", "--runtime", rt, *flags, image, cid, *args)
             time.sleep(2)
             running = c.ctr("task", "ls").stdout.decode().count("RUNNING")
-            shims = c.pids("containerd-shim-berth-v1" if kind == "berth" else "containerd-shim-runc-v2")
+            shims = c.pids("containerd-shim-berth-v1" if berth else "containerd-shim-runc-v2")
             procs = descendants(shims)
             kb = pss_kb(procs)
-            for i in ids:
-                c.ctr("task", "kill", "-s", "SIGKILL", i, check=False)
+            for cid, *_ in containers:
+                c.ctr("task", "kill", "-s", "SIGKILL", cid, check=False)
             time.sleep(1)
-            for i in ids:
-                c.ctr("task", "rm", "-f", i, check=False)
-                c.ctr("container", "rm", i, check=False)
-            return running, len(shims), len(procs), kb
-        db, dr = density("berth"), density("runc")
-        print(f"### density: {n_density} idle containers per runtime, PSS of every process the runtime keeps")
-        print()
-        print("| runtime | running | shim processes | processes | total PSS MiB | PSS per container KiB |")
-        print("| --- | --- | --- | --- | --- | --- |")
-        for name, d in [("berth (one group)", db), ("runc", dr)]:
-            print(f"| {name} | {d[0]} | {d[1]} | {d[2]} | {d[3] / 1024:.1f} | {d[3] / n_density:.0f} |")
-        print(f"\nratio berth / runc per container: **{db[3] / dr[3]:.3f}** (1/{dr[3] / max(db[3], 1):.0f})")
+            for cid, *_ in containers:
+                c.ctr("task", "rm", "-f", cid, check=False)
+                c.ctr("container", "rm", cid, check=False)
+            return label, running, len(shims), len(procs), kb
+
+        BERTH, RUNC = "io.containerd.berth.v1", "io.containerd.runc.v2"
+        pause = ("bench.local/busybox:1", ["/bin/sleep", "3600"])
+
+        def pods(prefix, rt, app, extra=()):
+            """n_pods pods as CRI makes them: a native pause (the same
+            busybox image for both runtimes) and one idle app container, all
+            with the pod's sandbox id."""
+            out = []
+            for i in range(n_pods):
+                sid = f"{prefix}{i}"
+                ann = ["--annotation", f"io.kubernetes.cri.sandbox-id={sid}", *extra]
+                out.append((sid, rt, pause[0], pause[1], ann))
+                out.append((f"{sid}-app", rt, app[0], app[1], ann))
+            return out
+
+        def table(title, per, n, rows):
+            print(f"### density: {title}")
+            print()
+            print(f"| runtime | running | shim processes | processes | total PSS MiB | PSS per {per} KiB |")
+            print("| --- | --- | --- | --- | --- | --- |")
+            for label, running, shims, procs, kb in rows:
+                print(f"| {label} | {running} | {shims} | {procs} | {kb / 1024:.1f} | {kb / n:.0f} |")
+            print(f"\nratio {rows[0][0]} / {rows[-1][0]} per {per}: **{rows[0][4] / rows[-1][4]:.3f}**\n")
+
+        wasm_app = ("bench.local/sleep:1", [])
+        sleep_app = ("bench.local/busybox:1", ["/bin/sleep", "3600"])
+        runc_pods = density("runc, a shim per pod", pods("r", RUNC, sleep_app))
+        berth_pods = density("berth, a shim per pod", pods("b", BERTH, wasm_app))
+        berth_node = density("berth, node-wide shim", pods("n", BERTH, wasm_app, ["--runtime-config-path", node_cfg]))
+        table(f"{n_pods} pods (pause + one idle app container), per pod", "pod", n_pods, [berth_pods, runc_pods])
+        table(f"{n_pods} pods, berth's node-wide mode vs runc's shim per pod", "pod", n_pods, [berth_node, runc_pods])
+        one = ["--annotation", "io.kubernetes.cri.sandbox-id=all"]
+        grouped_b = density("berth, one shim", [(f"gb{i}", BERTH, *wasm_app, one) for i in range(n_density)])
+        grouped_r = density("runc, one shim", [(f"gr{i}", RUNC, *sleep_app, one) for i in range(n_density)])
+        table(f"{n_density} idle containers, all in one shim (one sandbox id) for both, per container", "container", n_density, [grouped_b, grouped_r])
     finally:
         c.stop()
         shutil.rmtree(work, ignore_errors=True)
