@@ -190,6 +190,7 @@ fn two_thousand_cycles_with_faults_leave_the_shim_as_it_was() {
     let t = Instant::now();
 
     churn(&env, 0, CYCLES / 2);
+    eprintln!("soak: after {} cycles {:?}", CYCLES / 2, footprint(shim));
     // containerd restarts in the middle: the shim and its keeper go on.
     env.c.restart();
     env.wait_status("keeper", "RUNNING");
