@@ -63,11 +63,6 @@ impl Lifecycle {
         *self.status.lock().unwrap() = Status::Created;
     }
 
-    /// Runs `f` with the status locked (for transitions that must not race).
-    pub fn with_status<R>(&self, f: impl FnOnce(&mut Status) -> R) -> R {
-        f(&mut self.status.lock().unwrap())
-    }
-
     /// Records the exit once; later calls return the first one.
     pub fn finish(&self, status: u32) -> Exited {
         *self.status.lock().unwrap() = Status::Stopped;

@@ -1,7 +1,11 @@
 //! Making a container at Create: its rootfs mounted, its kind detected,
 //! and a native container made by the helper, or a wasm guest planned and
 //! compiled (so that errors surface at create time).
-use super::{Container, Job};
+use super::engine::{EngineGuest, Work};
+use super::executor::Executor;
+use super::native::NativeProcess;
+use super::worker::WorkerGuest;
+use super::Container;
 use crate::lifecycle::Lifecycle;
 use berth_host::containerd;
 use berth_host::helper::Verb;
@@ -13,7 +17,7 @@ use berth_host::plan::{ModuleSource, Stdio};
 use berth_host::wasm::http::{self, HttpService};
 use berth_host::wasm::netns::NetNamespace;
 use berth_host::wasm::worker;
-use berth_host::wasm::{server, Interrupt, Meter, Runtime};
+use berth_host::wasm::{server, Meter, Runtime};
 use containerd_shim_protos::api::Mount;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -122,38 +126,26 @@ impl Container {
             r => (r.map_err(|source| undo(CreateError::Bundle { id: id.clone(), source }))?, None),
         };
         tracing::info!(container_id = %id, pod_id = %pod, runtime = ?kind.kind, reason = %kind.reason, "runtime chosen");
-        let meter = Arc::new(Meter::default());
-        let (job, netns) = match kind.kind {
-            detect::Kind::Native => (Self::create_native(&req).await.map_err(undo)?, None),
-            detect::Kind::Wasm => Self::create_wasm(runtime, &req, &spec, &pod, module, &meter).await.map_err(undo)?,
-        };
-        // Guests run here report traps on their stderr; workers and native
-        // containers write their own.
-        let stderr = match job {
-            Job::Run { .. } | Job::Serve { .. } => fifo(&req.stdio[2]).and_then(|p| berth_host::stdio::open(&p, true).ok()),
-            Job::Native { .. } | Job::Worker { .. } => None,
+        let executor: Arc<dyn Executor> = match kind.kind {
+            detect::Kind::Native => Arc::new(Self::create_native(&req).await.map_err(undo)?),
+            detect::Kind::Wasm => Self::create_wasm(runtime, &req, &spec, &pod, module).await.map_err(undo)?,
         };
         Ok(Container {
             id,
             bundle: req.bundle.to_path_buf(),
             stdio: req.stdio,
-            job,
-            interrupt: Interrupt::new(),
-            meter,
+            executor,
             life: Lifecycle::default(),
             execs: Mutex::default(),
             mounted,
-            stderr: Mutex::new(stderr),
             pod,
-            netns,
-            oom: Default::default(),
             starting: Default::default(),
         })
     }
 
     /// A native container, made by the single-threaded helper (this binary
     /// re-executed): its process waits for Start.
-    async fn create_native(req: &CreateRequest<'_>) -> Result<Job, CreateError> {
+    async fn create_native(req: &CreateRequest<'_>) -> Result<NativeProcess, CreateError> {
         let id = req.id.to_string();
         let fail = |e: String| CreateError::Native(format!("container {id}: {e}"));
         let console = match req.terminal {
@@ -182,7 +174,7 @@ impl Container {
         };
         let exit = crate::reaper::watch(pid);
         tracing::info!(container_id = %id, pid, "native container created");
-        Ok(Job::Native { pid, root: req.native_root.clone(), exit: Mutex::new(Some(exit)), terminal })
+        Ok(NativeProcess::new(&id, pid, req.native_root.clone(), exit, terminal))
     }
 
     /// A wasm container: the plan from `config.json`, the guest compiled
@@ -208,8 +200,7 @@ impl Container {
         spec: &oci_spec::runtime::Spec,
         pod: &str,
         module: Option<ModuleSource>,
-        meter: &Arc<Meter>,
-    ) -> Result<(Job, Option<Arc<NetNamespace>>), CreateError> {
+    ) -> Result<Arc<dyn Executor>, CreateError> {
         let id = req.id.to_string();
         if req.terminal {
             return Err(CreateError::Terminal { id });
@@ -242,15 +233,17 @@ impl Container {
             (Some(path), None) => Some(NetNamespace::get(path).map_err(|source| CreateError::Netns { id: id.clone(), source })?),
             _ => None,
         };
-        let job = if let Some(u) = other_user {
+        if let Some(u) = other_user {
             if serves_http {
                 return Err(CreateError::User { id: id.clone(), uid: u.uid, gid: u.gid });
             }
             tracing::info!(container_id = %id, pod_id = %pod, uid = u.uid, gid = u.gid, "wasm container of another user: it runs in a worker process under that user");
             let path = req.bundle.join(worker::PLAN_FILE);
             worker::write_plan(&plan, &path).map_err(|source| CreateError::WorkerPlan { id: id.clone(), path: path.clone(), source })?;
-            Job::Worker { pid: Mutex::new(None), plan: path }
-        } else if serves_http {
+            return Ok(Arc::new(WorkerGuest::new(&id, req.stdio.clone(), path)));
+        }
+        let meter = Arc::new(Meter::default());
+        let work = if serves_http {
             let service =
                 HttpService::metered(runtime.clone(), &prepared, &plan, meter.clone()).map_err(|source| CreateError::Load { id: id.clone(), source })?;
             let addr = plan.http_listen.unwrap_or_else(|| DEFAULT_HTTP_ADDR.parse().expect("default address"));
@@ -265,13 +258,15 @@ impl Container {
                 header_timeout: plan.http_header_timeout.unwrap_or(default.header_timeout),
                 ..default
             };
-            Job::Serve { service: Arc::new(service), limits, listener: Mutex::new(Some(listener)), stop: watch::channel(0).0 }
+            Work::Serve { service: Arc::new(service), limits, listener: Mutex::new(Some(listener)), stop: watch::channel(0).0 }
         } else {
             let cache_hit = prepared.info.cache_hit;
             tracing::info!(container_id = %id, pod_id = %pod, module = %plan.entrypoint.source, cache_hit, "wasm container created");
-            Job::Run { plan: Box::new(plan), prepared: Arc::new(prepared) }
+            Work::Run { plan: Box::new(plan), prepared: Arc::new(prepared) }
         };
-        Ok((job, netns))
+        // Guests run here report traps on their stderr.
+        let stderr = fifo(&req.stdio[2]).and_then(|p| berth_host::stdio::open(&p, true).ok());
+        Ok(Arc::new(EngineGuest::new(&id, pod, work, meter, netns, stderr)))
     }
 }
 
