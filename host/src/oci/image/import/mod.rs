@@ -5,10 +5,12 @@
 use super::digest;
 use super::names;
 use super::platform::{self, Platform};
-use super::store::{Ingest, Store, StoreError, MAX_JSON_BYTES, NAME_ANNOTATION, REF_ANNOTATION};
+use super::store::{Ingest, Store, StoreError, NAME_ANNOTATION, REF_ANNOTATION};
+use archive::{scan_dir, scan_tar, Found};
+use docker::from_docker;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,9 @@ pub(crate) const INDEX_TYPES: &[&str] = &["application/vnd.oci.image.index.v1+js
 pub(crate) const MANIFEST_TYPES: &[&str] = &["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"];
 /// Nested indexes deeper than this are refused.
 pub(crate) const MAX_INDEX_DEPTH: usize = 4;
+
+mod archive;
+mod docker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -68,33 +73,6 @@ pub struct Imported {
     pub platform: String,
 }
 
-/// Small documents found in the input, and where its other files went.
-#[derive(Default)]
-struct Found {
-    oci_layout: Option<Vec<u8>>,
-    index: Option<Vec<u8>>,
-    docker_manifest: Option<Vec<u8>>,
-    /// Path inside the archive -> staged digest (Docker's legacy files).
-    files: HashMap<String, String>,
-    /// Path inside the archive -> symlink target (normalized).
-    links: HashMap<String, String>,
-    /// The input, when it is a layout directory (blobs are read on demand).
-    dir: Option<PathBuf>,
-}
-
-fn norm(path: &str) -> String {
-    path.split('/').filter(|c| !c.is_empty() && *c != ".").collect::<Vec<_>>().join("/")
-}
-
-fn read_json_entry(r: impl Read, what: &str) -> Result<Vec<u8>, ImportError> {
-    let mut buf = Vec::new();
-    r.take(MAX_JSON_BYTES + 1).read_to_end(&mut buf).map_err(|source| ImportError::Read { path: what.into(), source })?;
-    if buf.len() as u64 > MAX_JSON_BYTES {
-        return Err(ImportError::TooLarge { what: what.into(), max: MAX_JSON_BYTES });
-    }
-    Ok(buf)
-}
-
 /// Imports the archive or layout directory at `path`.
 pub fn import(store: &Store, path: &Path, opts: &ImportOptions, progress: &dyn Fn(std::fs::File) -> Box<dyn Read>) -> Result<Vec<Imported>, ImportError> {
     let ingest = store.ingest()?;
@@ -126,74 +104,6 @@ pub fn import(store: &Store, path: &Path, opts: &ImportOptions, progress: &dyn F
     let commit: Vec<(String, Descriptor, Vec<String>)> = images.iter().map(|(i, d, blobs)| (i.name.clone(), d.clone(), blobs.clone())).collect();
     ingest.commit(&commit)?;
     Ok(images.into_iter().map(|(i, _, _)| i).collect())
-}
-
-fn scan_tar(ingest: &Ingest<'_>, input: impl Read, path: &Path) -> Result<Found, ImportError> {
-    let read_err = |source| ImportError::Read { path: path.to_path_buf(), source };
-    let mut found = Found::default();
-    let mut archive = tar::Archive::new(input);
-    for entry in archive.entries().map_err(read_err)? {
-        let mut entry = entry.map_err(read_err)?;
-        let name = norm(&String::from_utf8_lossy(&entry.path_bytes()));
-        let kind = entry.header().entry_type();
-        if kind.is_symlink() || kind.is_hard_link() {
-            if let Some(t) = entry.link_name_bytes() {
-                let t = String::from_utf8_lossy(&t).into_owned();
-                let base =
-                    if kind.is_symlink() { Path::new(&name).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default() } else { String::new() };
-                found.links.insert(name, resolve_rel(&base, &t));
-            }
-            continue;
-        }
-        if !kind.is_file() {
-            continue;
-        }
-        match name.as_str() {
-            "oci-layout" => found.oci_layout = Some(read_json_entry(&mut entry, "oci-layout")?),
-            "index.json" => found.index = Some(read_json_entry(&mut entry, "index.json")?),
-            "manifest.json" => found.docker_manifest = Some(read_json_entry(&mut entry, "manifest.json")?),
-            n => {
-                let expected = n.strip_prefix("blobs/").and_then(|r| r.split_once('/')).map(|(alg, hex)| format!("{alg}:{hex}"));
-                let (d, _) = ingest.put(&mut entry, expected.as_deref().map(|d| (d, None)))?;
-                found.files.insert(n.to_string(), d);
-            }
-        }
-    }
-    Ok(found)
-}
-
-/// `base/target` with `..` resolved lexically (never above the archive root).
-fn resolve_rel(base: &str, target: &str) -> String {
-    let mut out: Vec<&str> = if target.starts_with('/') { vec![] } else { base.split('/').filter(|c| !c.is_empty()).collect() };
-    for c in target.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            c => out.push(c),
-        }
-    }
-    out.join("/")
-}
-
-fn scan_dir(dir: &Path) -> Result<Found, ImportError> {
-    let read = |name: &str| -> Result<Option<Vec<u8>>, ImportError> {
-        let p = dir.join(name);
-        match std::fs::File::open(&p) {
-            Ok(f) => Ok(Some(read_json_entry(f, name)?)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(ImportError::Read { path: p, source }),
-        }
-    };
-    // Blobs are copied in (verified) on demand, by `stage`.
-    Ok(Found {
-        oci_layout: read("oci-layout")?,
-        index: read("index.json")?,
-        docker_manifest: read("manifest.json")?,
-        dir: Some(dir.to_path_buf()),
-        ..Default::default()
-    })
 }
 
 /// Makes sure a blob is staged (copying it from a layout directory when
@@ -378,68 +288,4 @@ fn finish(ingest: &Ingest<'_>, found: &Found, name: String, c: Candidate) -> Res
     desc.set_platform(Some(c.platform.to_oci()));
     desc.set_annotations(None);
     Ok((Imported { name, digest: c.desc.digest().to_string(), platform: c.platform.to_string() }, desc, blobs))
-}
-
-/// `docker save` output: `manifest.json` lists config and layer files.
-fn from_docker(ingest: &Ingest<'_>, found: &Found, opts: &ImportOptions) -> Result<Vec<(Imported, Descriptor, Vec<String>)>, ImportError> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Entry {
-        config: String,
-        #[serde(default)]
-        repo_tags: Option<Vec<String>>,
-        layers: Vec<String>,
-    }
-    let entries: Vec<Entry> = parse("manifest.json", found.docker_manifest.as_deref().unwrap_or_default())?;
-    let file = |p: &str| -> Result<String, ImportError> {
-        let mut p = norm(p);
-        for _ in 0..8 {
-            if let Some(d) = found.files.get(&p) {
-                return Ok(d.clone());
-            }
-            match found.links.get(&p) {
-                Some(t) => p = t.clone(),
-                None => break,
-            }
-        }
-        Err(invalid("manifest.json", format!("names {p}, which the archive does not hold")))
-    };
-    let mut out = Vec::new();
-    for e in entries {
-        let config_digest = file(&e.config)?;
-        let config = ingest.read_small(&config_digest, None)?;
-        let platform = platform::of_config(&config);
-        if let Some(want) = &opts.platform {
-            if !want.matches(&platform) {
-                return Err(ImportError::NoPlatform { name: e.config.clone(), wanted: want.to_string(), available: platform.to_string() });
-            }
-        }
-        let mut layers = Vec::new();
-        for l in &e.layers {
-            let d = file(l)?;
-            let size = ingest.open(&d)?.metadata().map_err(|source| ImportError::Read { path: l.into(), source })?.len();
-            layers.push(serde_json::json!({ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": size }));
-        }
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_TYPES[0],
-            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len() },
-            "layers": layers,
-        });
-        let bytes = serde_json::to_vec(&manifest).expect("JSON values serialize");
-        let (md, size) = ingest.put_bytes(&bytes)?;
-        let desc: Descriptor = serde_json::from_value(serde_json::json!({ "mediaType": MANIFEST_TYPES[0], "digest": md, "size": size }))
-            .map_err(|source| ImportError::Json { what: "built manifest".into(), source })?;
-        let manifest: ImageManifest = parse("built manifest", &bytes)?;
-        let tags: Vec<String> = match (&opts.name, e.repo_tags.unwrap_or_default()) {
-            (Some(n), _) => vec![n.clone()],
-            (None, t) if t.is_empty() => return Err(ImportError::Unnamed { digest: md }),
-            (None, t) => t,
-        };
-        for t in tags {
-            let c = Candidate { desc: desc.clone(), manifest: manifest.clone(), platform: platform.clone() };
-            out.push(finish(ingest, found, names::normalize(&t)?, c)?);
-        }
-    }
-    Ok(out)
 }
