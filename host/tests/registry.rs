@@ -6,6 +6,7 @@
 //! registry and run the images through berth's shim.
 mod common;
 use berth_tests::{guests, oci};
+use common::fake_registry::{artifact, artifact_registry, http, tiny_server, Artifact};
 use common::{Berth, Out};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -609,72 +610,6 @@ fn a_dropped_layer_download_is_resumed_where_it_stopped() {
     assert!(!gets[0].contains("range:"), "{}", gets[0]);
 }
 
-/// Serves, on `bind`, one HTTP request per connection with `answer`
-/// (request head, lowercased -> response bytes); records every head.
-fn tiny_server(bind: &str, answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::sync::{Arc, Mutex};
-    let l = std::net::TcpListener::bind(bind).unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let heads = Arc::new(Mutex::new(Vec::new()));
-    let (h, answer) = (heads.clone(), Arc::new(answer));
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            let (h, answer) = (h.clone(), answer.clone());
-            std::thread::spawn(move || {
-                let Some(head) = read_head(&mut s) else { return };
-                h.lock().unwrap().push(head.clone());
-                let _ = s.write_all(&answer(&head));
-            });
-        }
-    });
-    (addr, heads)
-}
-
-fn http(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut out = format!("HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
-    for (k, v) in headers {
-        out += &format!("{k}: {v}\r\n");
-    }
-    out += "\r\n";
-    let mut out = out.into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
-/// The blobs of the hello guest as a wasm artifact, from a store of
-/// berth's own, for registries the tests play themselves.
-struct Artifact {
-    manifest: Vec<u8>,
-    config_d: String,
-    layer_d: String,
-    config: Vec<u8>,
-    layer: Vec<u8>,
-}
-
-fn artifact() -> Artifact {
-    let b = Berth::new();
-    b.run(&["image", "build", guests::HELLO_P1, "-t", "example.com/src:1", "--artifact"]).expect_code(0);
-    let v: serde_json::Value = serde_json::from_str(&b.run(&["image", "inspect", "example.com/src:1"]).stdout).unwrap();
-    let blob = |d: &str| std::fs::read(b.root.path().join("images/blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
-    let (config_d, layer_d) =
-        (v["manifest"]["config"]["digest"].as_str().unwrap().to_string(), v["manifest"]["layers"][0]["digest"].as_str().unwrap().to_string());
-    Artifact { manifest: blob(v["digest"].as_str().unwrap()), config: blob(&config_d), layer: blob(&layer_d), config_d, layer_d }
-}
-
-/// Reads one request head from `s`, lowercased; `None` when the client
-/// went away first.
-fn read_head(s: &mut std::net::TcpStream) -> Option<String> {
-    let mut req = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => req.extend_from_slice(&buf[..n]),
-        }
-    }
-    Some(String::from_utf8_lossy(&req).split("\r\n\r\n").next().unwrap_or("").to_lowercase())
-}
-
 #[test]
 fn a_redirect_to_another_host_gets_no_credentials() {
     let Artifact { manifest, config_d, config, layer, .. } = artifact();
@@ -710,33 +645,16 @@ fn a_redirect_to_another_host_gets_no_credentials() {
 
 #[test]
 fn a_registry_that_trickles_a_layer_is_cut_off_as_stalled() {
-    let Artifact { manifest, config_d, layer_d, config, layer } = artifact();
+    let a = artifact();
+    let layer_d = a.layer_d.clone();
     // Every read of the layer gets a byte within the read timeout, so only
     // its rate shows the stall. Each connection stops by itself after 300.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let reg = l.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            let (manifest, config, layer, config_d) = (manifest.clone(), config.clone(), layer.clone(), config_d.clone());
-            std::thread::spawn(move || {
-                let Some(head) = read_head(&mut s) else { return };
-                if head.contains("/manifests/") {
-                    let _ = s.write_all(&http("200 OK", &[("content-type", "application/vnd.oci.image.manifest.v1+json")], &manifest));
-                } else if head.contains(&config_d) {
-                    let _ = s.write_all(&http("200 OK", &[], &config));
-                } else {
-                    let mut full = http("200 OK", &[], &layer);
-                    let body_at = full.len() - layer.len();
-                    full.truncate(body_at);
-                    let _ = s.write_all(&full);
-                    for byte in layer.iter().take(300) {
-                        std::thread::sleep(Duration::from_millis(200));
-                        if s.write_all(&[*byte]).is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
+    let reg = artifact_registry(a, |s, layer| {
+        for byte in layer.iter().take(300) {
+            std::thread::sleep(Duration::from_millis(200));
+            if s.write_all(&[*byte]).is_err() {
+                return;
+            }
         }
     });
     let edge = Berth::new();
@@ -745,6 +663,71 @@ fn a_registry_that_trickles_a_layer_is_cut_off_as_stalled() {
     o.expect_berth_error(&["stalled", &layer_d]);
     assert!(t.elapsed() < Duration::from_secs(30), "the stall was not cut off: {:?}", t.elapsed());
     assert_eq!(store_state(&edge), (0, 0));
+}
+
+/// Runs `cmd` with its stderr on a terminal (a pty, 80x24) and its stdout
+/// discarded; its exit code and everything drawn on the terminal.
+fn on_a_terminal(mut cmd: Command) -> (i32, String) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (-1, -1);
+    let size = libc::winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: openpty writes the two descriptors it opens into the ints; a
+    // null name and termios are allowed, and `size` outlives the call.
+    let r = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size) };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened here and nothing else owns them.
+    let (mut master, slave) = unsafe { (std::fs::File::from_raw_fd(master), std::os::fd::OwnedFd::from_raw_fd(slave)) };
+    cmd.stdout(Stdio::null()).stderr(Stdio::from(slave));
+    let mut child = cmd.spawn().unwrap();
+    // The command holds a copy of the terminal's other end: once it and the
+    // child are gone, reading the master ends (EIO).
+    drop(cmd);
+    let mut drawn = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = master.read(&mut buf) {
+        drawn.extend_from_slice(&buf[..n]);
+    }
+    (child.wait().unwrap().code().unwrap_or(-1), String::from_utf8_lossy(&drawn).into_owned())
+}
+
+#[test]
+fn a_pull_on_a_terminal_shows_its_progress_unless_quiet() {
+    let a = artifact();
+    // The bar's name for the layer: the first 12 hex digits of its digest.
+    let bar = a.layer_d.trim_start_matches("sha256:")[..12].to_string();
+    // The layer comes in two halves, 700 ms apart: a download in progress.
+    let reg = artifact_registry(a, |s, layer| {
+        let half = layer.len() / 2;
+        if s.write_all(&layer[..half]).is_ok() {
+            std::thread::sleep(Duration::from_millis(700));
+            let _ = s.write_all(&layer[half..]);
+        }
+    });
+    let pull = |b: &Berth, quiet: bool| {
+        let mut cmd = b.cmd();
+        cmd.args(["image", "pull", &format!("{reg}/app:1"), "--plain-http"]);
+        if quiet {
+            cmd.arg("--quiet");
+        }
+        cmd
+    };
+    let shown = Berth::new();
+    let (code, drawn) = on_a_terminal(pull(&shown, false));
+    assert_eq!(code, 0, "{drawn}");
+    assert!(drawn.contains(&bar) && drawn.contains("B/"), "no progress bar for layer {bar} on the terminal: {drawn:?}");
+    let quiet = Berth::new();
+    let (code, drawn) = on_a_terminal(pull(&quiet, true));
+    assert_eq!(code, 0, "{drawn}");
+    assert!(!drawn.contains(&bar), "--quiet drew a progress bar: {drawn:?}");
+    // Not on a terminal (a log, a pipe): no bar either.
+    let piped = Berth::new();
+    let o = Out::from(pull(&piped, false).output().unwrap());
+    o.expect_code(0);
+    assert!(!o.stderr.contains(&bar), "a progress bar went to a pipe: {}", o.stderr);
+    // Each pulled the image whole.
+    for b in [&shown, &quiet, &piped] {
+        assert!(b.run(&["run", "--pull", "never", &format!("{reg}/app:1")]).stdout.contains("(p1 module)"));
+    }
 }
 
 /// A token service, as hosted registries have, for user `alice` with

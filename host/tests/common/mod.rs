@@ -6,6 +6,7 @@ use std::process::{Command, Output, Stdio};
 #[allow(unused_imports)]
 pub use berth_tests::guests;
 
+pub mod fake_registry;
 pub mod server;
 
 /// A `berth` invocation with its own state root, so tests never share or
