@@ -8,6 +8,7 @@
 //! namespace.
 #[path = "../common/mod.rs"]
 mod common;
+mod manifests;
 mod node;
 
 use berth_tests::guests;
