@@ -10,34 +10,12 @@ after a 2 s warm-up. Prints requests/s and p50/p99 latency per round and the
 medians, with berth/wasmtime ratios.
 """
 import re
-import socket
 import statistics
 import subprocess
 import sys
-import time
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port):
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"nothing listens on {port}")
-
-
-def ms(v):
-    n, unit = float(re.match(r"[\d.]+", v).group()), re.sub(r"[\d.]+", "", v)
-    return n * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+from loopback import free_port, ms, wait_port
+from loopback import servers as loopback_servers
 
 
 def load(port, seconds):
@@ -60,10 +38,7 @@ def main():
     berth, wasmtime, component = sys.argv[1:4]
     seconds = int(sys.argv[4]) if len(sys.argv) > 4 else 10
     rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 3
-    servers = {
-        "berth serve": lambda p: [berth, "serve", component, "--addr", f"127.0.0.1:{p}"],
-        "wasmtime serve": lambda p: [wasmtime, "serve", "-Scli", "--addr", f"127.0.0.1:{p}", component],
-    }
+    servers = loopback_servers(berth, wasmtime, component)
     results = {name: [] for name in servers}
     for r in range(rounds):
         for name, cmd in servers.items():
