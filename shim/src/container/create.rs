@@ -127,7 +127,7 @@ impl Container {
         };
         tracing::info!(container_id = %id, pod_id = %pod, runtime = ?kind.kind, reason = %kind.reason, "runtime chosen");
         let executor: Arc<dyn Executor> = match kind.kind {
-            detect::Kind::Native => Arc::new(Self::create_native(&req).await.map_err(undo)?),
+            detect::Kind::Native => Arc::new(Self::create_native(&req, &pod).await.map_err(undo)?),
             detect::Kind::Wasm => Self::create_wasm(runtime, &req, &spec, &pod, module).await.map_err(undo)?,
         };
         Ok(Container {
@@ -145,7 +145,7 @@ impl Container {
 
     /// A native container, made by the single-threaded helper (this binary
     /// re-executed): its process waits for Start.
-    async fn create_native(req: &CreateRequest<'_>) -> Result<NativeProcess, CreateError> {
+    async fn create_native(req: &CreateRequest<'_>, pod: &str) -> Result<NativeProcess, CreateError> {
         let id = req.id.to_string();
         let fail = |e: String| CreateError::Native(format!("container {id}: {e}"));
         let console = match req.terminal {
@@ -174,7 +174,7 @@ impl Container {
         };
         let exit = crate::reaper::watch(pid);
         tracing::info!(container_id = %id, pid, "native container created");
-        Ok(NativeProcess::new(&id, pid, req.native_root.clone(), exit, terminal))
+        Ok(NativeProcess::new(&id, pod, pid, req.native_root.clone(), exit, terminal))
     }
 
     /// A wasm container: the plan from `config.json`, the guest compiled
@@ -240,7 +240,7 @@ impl Container {
             tracing::info!(container_id = %id, pod_id = %pod, uid = u.uid, gid = u.gid, "wasm container of another user: it runs in a worker process under that user");
             let path = req.bundle.join(worker::PLAN_FILE);
             worker::write_plan(&plan, &path).map_err(|source| CreateError::WorkerPlan { id: id.clone(), path: path.clone(), source })?;
-            return Ok(Arc::new(WorkerGuest::new(&id, req.stdio.clone(), path)));
+            return Ok(Arc::new(WorkerGuest::new(&id, pod, req.stdio.clone(), path)));
         }
         let meter = Arc::new(Meter::default());
         let work = if serves_http {

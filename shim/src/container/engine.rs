@@ -1,7 +1,7 @@
 //! The executor of a wasm guest on the shim's own engine, as a task of the
 //! shim: a command run to its exit, or a wasi:http component served until
 //! a signal.
-use super::executor::Executor;
+use super::executor::{never_ran, Executor};
 use berth_host::native::Usage;
 use berth_host::plan::RunPlan;
 use berth_host::wasm::http::HttpService;
@@ -179,12 +179,11 @@ impl Executor for EngineGuest {
     }
 
     async fn signal_created(&self, signal: u32, _all: bool) -> Result<Option<i32>, String> {
-        if signal == 0 {
-            return Ok(None);
+        let status = never_ran(signal);
+        if status.is_some() {
+            self.stderr.lock().unwrap().take();
         }
-        // It ends without running.
-        self.stderr.lock().unwrap().take();
-        Ok(Some(128 + signal as i32))
+        Ok(status)
     }
 
     fn usage(&self) -> Usage {

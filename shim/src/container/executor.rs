@@ -14,8 +14,10 @@
 use berth_host::native::Usage;
 use berth_host::wasm::Runtime;
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use std::path::Path;
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
 #[async_trait::async_trait]
 pub trait Executor: Send + Sync {
@@ -67,4 +69,22 @@ pub trait Executor: Send + Sync {
     /// Releases what the executor holds on the host, once the process has
     /// ended or will never start.
     async fn release(&self) {}
+}
+
+/// The exit status of a wasm guest that gets `signal` before it ran: it
+/// ends without running, with 128+signal; signal 0 changes nothing.
+pub fn never_ran(signal: u32) -> Option<i32> {
+    (signal != 0).then_some(128 + signal as i32)
+}
+
+/// The exit of a container's process that the reaper watches (`exit`),
+/// logged when it comes.
+pub fn reaped(id: &str, pod: &str, exit: oneshot::Receiver<i32>) -> BoxFuture<'static, i32> {
+    let (id, pod) = (id.to_string(), pod.to_string());
+    async move {
+        let status = crate::reaper::status(exit).await;
+        tracing::info!(container_id = %id, pod_id = %pod, exit_status = status, "container process exited");
+        status
+    }
+    .boxed()
 }

@@ -64,7 +64,6 @@ impl Container {
         let c = self.clone();
         tokio::spawn(async move {
             let status = exit.await;
-            tracing::info!(container_id = %c.id, pod_id = %c.pod, exit_status = status, "container process exited");
             on_exit(c.life.finish(status as u32));
         });
         Ok(())

@@ -1,18 +1,18 @@
 //! The executor of a native container: a Linux namespace container made at
 //! create by the single-threaded helper, whose init waits for Start; its
 //! state lives under the shim's native state root.
-use super::executor::Executor;
+use super::executor::{reaped, Executor};
 use berth_host::helper::Verb;
 use berth_host::native::Usage;
 use berth_host::wasm::Runtime;
 use futures::future::BoxFuture;
-use futures::FutureExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 pub struct NativeProcess {
     id: String,
+    pod: String,
     /// The container's init.
     pid: i32,
     /// The state root it lives under.
@@ -24,8 +24,8 @@ pub struct NativeProcess {
 }
 
 impl NativeProcess {
-    pub fn new(id: &str, pid: i32, root: PathBuf, exit: oneshot::Receiver<i32>, terminal: Option<std::fs::File>) -> Self {
-        NativeProcess { id: id.to_string(), pid, root, exit: Mutex::new(Some(exit)), terminal }
+    pub fn new(id: &str, pod: &str, pid: i32, root: PathBuf, exit: oneshot::Receiver<i32>, terminal: Option<std::fs::File>) -> Self {
+        NativeProcess { id: id.to_string(), pod: pod.to_string(), pid, root, exit: Mutex::new(Some(exit)), terminal }
     }
 }
 
@@ -37,7 +37,7 @@ impl Executor for NativeProcess {
         }
         crate::helper::native(Verb::Start, &self.root, &self.id).await?;
         let exit = self.exit.lock().unwrap().take().expect("checked above; start and kill are serialized");
-        Ok(crate::reaper::status(exit).boxed())
+        Ok(reaped(&self.id, &self.pod, exit))
     }
 
     fn signal(&self, signal: u32, all: bool) -> Result<(), String> {

@@ -1,17 +1,17 @@
 //! The executor of a wasm guest of another user: a worker process under
 //! that user ([`berth_host::wasm::worker`]) runs the plan written at
 //! create, so the guest never gets more file access than its user has.
-use super::executor::Executor;
+use super::executor::{never_ran, reaped, Executor};
 use berth_host::helper::Verb;
 use berth_host::native::Usage;
 use berth_host::wasm::Runtime;
 use futures::future::BoxFuture;
-use futures::FutureExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 pub struct WorkerGuest {
     id: String,
+    pod: String,
     stdio: [String; 3],
     /// The file the plan was written to.
     plan: PathBuf,
@@ -20,8 +20,8 @@ pub struct WorkerGuest {
 }
 
 impl WorkerGuest {
-    pub fn new(id: &str, stdio: [String; 3], plan: PathBuf) -> Self {
-        WorkerGuest { id: id.to_string(), stdio, plan, pid: Mutex::new(None) }
+    pub fn new(id: &str, pod: &str, stdio: [String; 3], plan: PathBuf) -> Self {
+        WorkerGuest { id: id.to_string(), pod: pod.to_string(), stdio, plan, pid: Mutex::new(None) }
     }
 }
 
@@ -33,7 +33,7 @@ impl Executor for WorkerGuest {
         cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
         let (child, exit) = crate::reaper::spawn_watched(&mut cmd).map_err(|e| format!("starting its worker: {e}"))?;
         *self.pid.lock().unwrap() = Some(child);
-        Ok(crate::reaper::status(exit).boxed())
+        Ok(reaped(&self.id, &self.pod, exit))
     }
 
     fn signal(&self, signal: u32, _all: bool) -> Result<(), String> {
@@ -44,8 +44,7 @@ impl Executor for WorkerGuest {
     }
 
     async fn signal_created(&self, signal: u32, _all: bool) -> Result<Option<i32>, String> {
-        // It ends without running.
-        Ok((signal != 0).then_some(128 + signal as i32))
+        Ok(never_ran(signal))
     }
 
     fn pid(&self) -> u32 {
