@@ -30,13 +30,18 @@ impl Drop for Tmpfs<'_> {
     }
 }
 
-/// Builds an image archive with a builder of its own (on the ordinary disk).
-fn archive(module: &str, name: &str, add: Option<&Path>, out: &Path) {
+/// Builds an image archive of the hello guest with a builder of its own
+/// (on the ordinary disk); with `noise_bytes` bytes that do not compress in
+/// `/data/noise` when not 0.
+fn archive(name: &str, noise_bytes: usize, out: &Path) {
     let builder = Berth::new();
-    let mut args = vec!["image", "build", module, "-t", name, "-o", out.to_str().unwrap()];
-    let add = add.map(|d| format!("{}:/data", d.display()));
-    if let Some(a) = &add {
-        args.extend(["--add", a]);
+    let data = builder.root.path().join("data");
+    let mut args = vec!["image", "build", guests::HELLO_P1, "-t", name, "-o", out.to_str().unwrap()];
+    let add = format!("{}:/data", data.display());
+    if noise_bytes > 0 {
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("noise"), noise(noise_bytes)).unwrap();
+        args.extend(["--add", &add]);
     }
     builder.run(&args).expect_code(0);
 }
@@ -52,12 +57,9 @@ fn an_import_that_fills_the_disk_fails_clearly_and_keeps_earlier_images() {
     let b = Berth::new();
     let work = tempfile::tempdir().unwrap();
     let small = work.path().join("hello.tar");
-    archive(guests::HELLO_P1, "example.com/hello:1", None, &small);
-    let data = work.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::write(data.join("noise"), noise(24 << 20)).unwrap();
+    archive("example.com/hello:1", 0, &small);
     let big = work.path().join("big.tar");
-    archive(guests::HELLO_P1, "example.com/big:1", Some(&data), &big);
+    archive("example.com/big:1", 24 << 20, &big);
 
     let fs = Tmpfs::mount(b.root.path(), 16);
     b.run(&["image", "import", small.to_str().unwrap()]).expect_code(0);
@@ -82,11 +84,8 @@ fn an_import_that_fills_the_disk_fails_clearly_and_keeps_earlier_images() {
 fn a_first_run_on_a_full_disk_fails_clearly_and_runs_once_there_is_room() {
     let b = Berth::new();
     let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::write(data.join("noise"), noise(2 << 20)).unwrap();
     let img = work.path().join("img.tar");
-    archive(guests::HELLO_P1, "example.com/withdata:1", Some(&data), &img);
+    archive("example.com/withdata:1", 2 << 20, &img);
 
     let fs = Tmpfs::mount(b.root.path(), 16);
     b.run(&["image", "import", img.to_str().unwrap()]).expect_code(0);

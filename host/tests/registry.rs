@@ -566,14 +566,7 @@ fn a_dropped_layer_download_is_resumed_where_it_stopped() {
     // custom section of incompressible bytes.
     let dir = tempfile::tempdir().unwrap();
     let mut module = std::fs::read(guests::HELLO_P1).unwrap();
-    let mut payload = vec![0u8; 2 << 20];
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for byte in payload.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *byte = x as u8;
-    }
+    let payload = common::noise(2 << 20);
     let name = b"pad";
     let mut section = vec![name.len() as u8];
     section.extend_from_slice(name);
