@@ -75,12 +75,11 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
     if let Some(m) = &args.memory {
         plan.limits.memory_bytes = Some(parse_size(m).context("--memory")?);
     }
-    let slots = (args.max_concurrency as u32).max(1);
-    let engine = WasmEngine::new(&EngineOptions { pool_instances: slots + 8, max_memory_bytes: 4 << 30 })?;
+    let engine = WasmEngine::new(&EngineOptions { pool_instances: limits.slots as u32 + SPARE_INSTANCES, max_memory_bytes: 4 << 30 })?;
     // A smaller pool than asked (a small address space) bounds concurrency;
     // the rest of the requests queue instead of failing.
     let pool = engine.pool_instances();
-    let fits = pool.saturating_sub(8.min(pool / 4)).max(1) as usize;
+    let fits = pool.saturating_sub(SPARE_INSTANCES.min(pool / 4)).max(1) as usize;
     if fits < limits.slots {
         tracing::info!(max_concurrency = limits.slots, serving = fits, "serving fewer requests at once than --max-concurrency asks; the others queue");
         limits.slots = fits;
@@ -90,6 +89,10 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
     let service = Arc::new(HttpService::new(runtime, &prepared, &plan)?);
     serve_until_signalled(service, args.addr, None, limits, grace)
 }
+
+/// Instances the pool holds beyond the request slots: headroom, so that the
+/// pool is never what refuses a request the slots let in.
+const SPARE_INSTANCES: u32 = 8;
 
 fn duration_flag(flag: &str, v: &str) -> Result<Duration> {
     annotations::parse_duration(v).with_context(|| format!("{flag} {v:?} is not a positive duration; use e.g. 10s, 500ms or 2m"))
