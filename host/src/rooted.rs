@@ -50,8 +50,7 @@ pub enum Beneath {
 /// returns to a descriptor already held (never the kernel's `..`), and a
 /// symlink's target is spliced into what is left of the path.
 pub fn openat_in_root(root: &impl AsFd, path: &OsStr, flags: OFlags, mounts: Beneath) -> rustix::io::Result<OwnedFd> {
-    let rel = trim_root(path.as_bytes());
-    let rel = if rel.is_empty() { OsStr::new(".") } else { OsStr::from_bytes(rel) };
+    let rel = relative(path);
     let mut how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
     if mounts == Beneath::SameMount {
         how |= ResolveFlags::NO_XDEV;
@@ -62,9 +61,15 @@ pub fn openat_in_root(root: &impl AsFd, path: &OsStr, flags: OFlags, mounts: Ben
     }
 }
 
-fn trim_root(path: &[u8]) -> &[u8] {
-    let start = path.iter().position(|&b| b != b'/').unwrap_or(path.len());
-    &path[start..]
+/// `path` relative to the root: its leading slashes gone, `.` for the root.
+fn relative(path: &OsStr) -> &OsStr {
+    let path = path.as_bytes();
+    let rel = &path[path.iter().position(|&b| b != b'/').unwrap_or(path.len())..];
+    if rel.is_empty() {
+        OsStr::new(".")
+    } else {
+        OsStr::from_bytes(rel)
+    }
 }
 
 /// Most symlinks followed in one resolution, as the kernel allows.
@@ -237,16 +242,14 @@ mod tests {
         let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
         let flags = OFlags::RDONLY | OFlags::CLOEXEC;
         for p in PATHS {
-            let rel = trim_root(p.as_bytes());
-            let rel = if rel.is_empty() { OsStr::new(".") } else { OsStr::from_bytes(rel) };
-            let kernel = outcome(rustix::fs::openat2(&dir, rel, flags, Mode::empty(), how));
+            let kernel = outcome(rustix::fs::openat2(&dir, relative(OsStr::new(p)), flags, Mode::empty(), how));
             let walked = outcome(walk_in_root(dir.as_fd(), p.as_bytes(), flags, Beneath::AnyMount));
             assert_eq!(walked, kernel, "path {p:?}");
             assert_ne!(walked.as_deref(), Ok("host secret"), "{p} reached the host file");
         }
         // Directories only, as layer unpacking opens parents.
         for p in ["/abs", "/a/b/top/a", "/a/b/up", "/bin/app.wasm"] {
-            let kernel = outcome(rustix::fs::openat2(&dir, trim_root(p.as_bytes()), flags | OFlags::DIRECTORY, Mode::empty(), how));
+            let kernel = outcome(rustix::fs::openat2(&dir, relative(OsStr::new(p)), flags | OFlags::DIRECTORY, Mode::empty(), how));
             let walked = outcome(walk_in_root(dir.as_fd(), p.as_bytes(), flags | OFlags::DIRECTORY, Beneath::AnyMount));
             assert_eq!(walked, kernel, "directory {p:?}");
         }
