@@ -15,7 +15,12 @@
 //! set in containerd's config as
 //! `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.berth.options]`
 //! `ConfigPath = "/etc/berth/shim.toml"` (or `ctr run --runtime-config-path`).
-use berth_host::containerd::Msg;
+//! containerd 2.x also hands over an options table without a `ConfigPath`
+//! as it is (`ConfigBody`): there `grouping = "node"` can stand in the
+//! runtime's options table itself.
+use berth_host::containerd::api::runtimeoptions::Options;
+use protobuf::well_known_types::any::Any;
+use protobuf::Message as _;
 use std::path::{Path, PathBuf};
 
 /// The type of the options containerd sends for a runtime type it does
@@ -47,16 +52,18 @@ pub struct ShimConfig {
 pub enum OptionsError {
     #[error("reading the runtime options on stdin")]
     Stdin(#[source] std::io::Error),
-    #[error("the runtime options on stdin: {0}")]
-    Malformed(String),
+    #[error("the runtime options on stdin are not a protobuf Any")]
+    Malformed(#[source] protobuf::Error),
+    #[error("berth takes options of type {RUNTIME_OPTIONS} (a ConfigPath), not {0:?}; set only ConfigPath in the runtime's options table")]
+    Type(String),
     #[error("reading berth's shim config {} (the runtime's options.ConfigPath)", .path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("berth's shim config {} (the runtime's options.ConfigPath): {reason}", .path.display())]
-    Invalid { path: PathBuf, reason: String },
+    #[error("berth's shim config {origin}: {reason}")]
+    Invalid { origin: String, reason: String },
 }
 
 /// The config the runtime options on stdin name; the default when
@@ -69,27 +76,25 @@ pub fn from_stdin() -> Result<ShimConfig, OptionsError> {
     }
     let mut input = Vec::new();
     stdin.lock().take(MAX_INPUT).read_to_end(&mut input).map_err(OptionsError::Stdin)?;
-    match config_path(&input)? {
-        Some(path) => load(&path),
-        None => Ok(ShimConfig::default()),
-    }
+    from_options(&input)
 }
 
-/// The `ConfigPath` of the marshalled `Any` containerd sent, if any.
-fn config_path(input: &[u8]) -> Result<Option<PathBuf>, OptionsError> {
+/// The config the marshalled `Any` containerd sent names or carries.
+fn from_options(input: &[u8]) -> Result<ShimConfig, OptionsError> {
     if input.is_empty() {
-        return Ok(None);
+        return Ok(ShimConfig::default());
     }
-    let any = Msg::decode(input).map_err(OptionsError::Malformed)?;
-    let type_url = any.get_str(1);
-    if type_url.rsplit('/').next() != Some(RUNTIME_OPTIONS) {
-        return Err(OptionsError::Malformed(format!(
-            "berth takes options of type {RUNTIME_OPTIONS} (a ConfigPath), not {type_url:?}; set only ConfigPath in the runtime's options table"
-        )));
+    let any = Any::parse_from_bytes(input).map_err(OptionsError::Malformed)?;
+    if any.type_url.rsplit('/').next() != Some(RUNTIME_OPTIONS) {
+        return Err(OptionsError::Type(any.type_url));
     }
-    // runtimeoptions.v1.Options { string type_url = 1; string config_path = 2; }
-    let path = any.get_msg(2).map_err(OptionsError::Malformed)?.get_str(2);
-    Ok((!path.is_empty()).then(|| PathBuf::from(path)))
+    let options = Options::parse_from_bytes(&any.value).map_err(OptionsError::Malformed)?;
+    if !options.config_path.is_empty() {
+        return load(Path::new(&options.config_path));
+    }
+    let invalid = |reason: String| OptionsError::Invalid { origin: "in the runtime's options table".into(), reason };
+    let body = std::str::from_utf8(&options.config_body).map_err(|e| invalid(format!("not UTF-8: {e}")))?;
+    parse(body).map_err(invalid)
 }
 
 /// Reads and checks the config file at `path`.
@@ -98,7 +103,7 @@ pub fn load(path: &Path) -> Result<ShimConfig, OptionsError> {
     let read = |source| OptionsError::Read { path: path.to_path_buf(), source };
     let mut text = String::new();
     std::fs::File::open(path).and_then(|f| f.take(MAX_CONFIG).read_to_string(&mut text)).map_err(read)?;
-    parse(&text).map_err(|reason| OptionsError::Invalid { path: path.to_path_buf(), reason })
+    parse(&text).map_err(|reason| OptionsError::Invalid { origin: format!("{} (the runtime's options.ConfigPath)", path.display()), reason })
 }
 
 fn parse(text: &str) -> Result<ShimConfig, String> {
@@ -128,19 +133,37 @@ fn parse(text: &str) -> Result<ShimConfig, String> {
 mod tests {
     use super::*;
 
-    fn options(path: &str) -> Vec<u8> {
-        let inner = Msg::new().bytes(2, path);
-        Msg::new().bytes(1, RUNTIME_OPTIONS).msg(2, &inner).encode()
+    fn any(type_url: &str, options: &Options) -> Vec<u8> {
+        Any { type_url: type_url.into(), value: options.write_to_bytes().unwrap(), ..Default::default() }.write_to_bytes().unwrap()
+    }
+
+    fn path(path: &str) -> Vec<u8> {
+        any(RUNTIME_OPTIONS, &Options { config_path: path.into(), ..Default::default() })
     }
 
     #[test]
-    fn the_config_path_comes_from_containerds_runtime_options() {
-        assert_eq!(config_path(&options("/etc/berth/shim.toml")).unwrap(), Some(PathBuf::from("/etc/berth/shim.toml")));
-        assert_eq!(config_path(&[]).unwrap(), None);
-        assert_eq!(config_path(&options("")).unwrap(), None);
-        let runc = Msg::new().bytes(1, "containerd.runc.v1.Options").encode();
-        let e = config_path(&runc).unwrap_err().to_string();
+    fn the_config_comes_from_containerds_runtime_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("shim.toml");
+        std::fs::write(&file, "grouping = \"node\"\n").unwrap();
+        assert_eq!(from_options(&path(file.to_str().unwrap())).unwrap().grouping, Grouping::Node);
+        assert_eq!(from_options(&[]).unwrap(), ShimConfig::default());
+        assert_eq!(from_options(&path("")).unwrap(), ShimConfig::default());
+        let e = from_options(&path("/nonexistent/berth-shim.toml")).unwrap_err();
+        assert!(matches!(e, OptionsError::Read { .. }), "{e}");
+        let runc = any("containerd.runc.v1.Options", &Options::default());
+        let e = from_options(&runc).unwrap_err().to_string();
         assert!(e.contains("containerd.runc.v1.Options") && e.contains("ConfigPath"), "{e}");
+        assert!(matches!(from_options(b"\x0a\x05ab"), Err(OptionsError::Malformed(_))), "a cut-off field");
+    }
+
+    #[test]
+    fn containerd_2_hands_over_an_options_table_without_a_config_path_as_it_is() {
+        let typed = "type.googleapis.com/runtimeoptions.v1.Options";
+        let body = |text: &str| any(typed, &Options { config_body: text.as_bytes().to_vec(), ..Default::default() });
+        assert_eq!(from_options(&body("grouping = \"node\"\n")).unwrap().grouping, Grouping::Node);
+        let e = from_options(&body("grouping = \"cluster\"\n")).unwrap_err().to_string();
+        assert!(e.contains("runtime's options table") && e.contains("\"cluster\""), "{e}");
     }
 
     #[test]

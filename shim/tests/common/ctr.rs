@@ -222,12 +222,26 @@ pub fn create_from_image_record(env: &Env, id: &str, image: &str, args: &[&str],
     spec["process"]["terminal"] = serde_json::json!(false);
     spec["process"]["user"] = serde_json::json!({"uid": uid, "gid": uid});
     spec["root"]["path"] = serde_json::json!("rootfs");
-    use berth_host::containerd::{Client, Msg};
-    let spec = Msg::new().bytes(1, "types.containerd.io/opencontainers/runtime-spec/1/Spec").bytes(2, serde_json::to_vec(&spec).unwrap());
-    let container = Msg::new().bytes(1, id).bytes(3, image).msg(4, &Msg::new().bytes(1, RUNTIME)).msg(5, &spec).bytes(6, "overlayfs").bytes(7, id);
+    use berth_host::containerd::api::containers::{container::Runtime, Container, CreateContainerRequest, CreateContainerResponse};
+    use berth_host::containerd::Client;
+    let spec = protobuf::well_known_types::any::Any {
+        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+        value: serde_json::to_vec(&spec).unwrap(),
+        ..Default::default()
+    };
+    let container = Container {
+        id: id.into(),
+        image: image.into(),
+        runtime: Some(Runtime { name: RUNTIME.into(), ..Default::default() }).into(),
+        spec: Some(spec).into(),
+        snapshotter: "overlayfs".into(),
+        snapshot_key: id.into(),
+        ..Default::default()
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let mut client = Client::connect(&env.c.socket(), "berth-test").await.unwrap();
-        client.unary("/containerd.services.containers.v1.Containers/Create", &Msg::new().msg(1, &container)).await.unwrap();
+        let request = CreateContainerRequest { container: Some(container).into(), ..Default::default() };
+        let _: CreateContainerResponse = client.unary("/containerd.services.containers.v1.Containers/Create", &request).await.unwrap();
     });
 }
