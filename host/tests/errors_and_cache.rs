@@ -189,3 +189,28 @@ fn a_state_root_under_another_users_directory_gets_no_cache() {
     assert!(!second.stderr.contains("loaded precompiled code from cache"), "{}", second.stderr);
     assert!(second.stderr.contains("uid 4242") && second.stderr.contains("chown"), "{}", second.stderr);
 }
+
+/// The wasm worker (the shim's process for a guest of another user)
+/// reports why it could not run its plan with every cause, on the guest's
+/// stderr: a module gone since create names the file and the io error.
+#[test]
+fn a_worker_whose_module_is_gone_says_which_and_why() {
+    use berth_host::plan::{Entrypoint, ModuleSource, RunPlan};
+    let t = tempfile::tempdir().unwrap();
+    let gone = t.path().join("gone.wasm");
+    let plan = RunPlan { entrypoint: Entrypoint { source: ModuleSource::File(gone), export: None }, ..Default::default() };
+    let plan_path = t.path().join("plan.json");
+    berth_host::wasm::worker::write_plan(&plan, &plan_path).unwrap();
+    let stderr = t.path().join("stderr");
+    let o = std::process::Command::new(common::berth_bin())
+        .args([berth_host::helper::ARG, "wasm", "c1"])
+        .arg(&plan_path)
+        .args(["", ""])
+        .arg(&stderr)
+        .output()
+        .unwrap();
+    let said = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(o.status.code(), Some(125), "{said}");
+    assert!(said.contains("berth: c1: opening module") && said.contains("gone.wasm"), "{said}");
+    assert!(said.contains("No such file or directory"), "the io error, the cause, is said: {said}");
+}

@@ -55,12 +55,22 @@ impl Drop for ConsoleSocket {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error("making its console socket")]
+    Socket(#[source] std::io::Error),
+    #[error("receiving its terminal")]
+    Receive(#[source] std::io::Error),
+    #[error("connecting its terminal")]
+    Connect(#[source] std::io::Error),
+}
+
 /// Receives the terminal the container's process sent over `socket` and
 /// connects it to containerd's stdin and stdout FIFOs; the pty master.
-pub async fn attach(socket: ConsoleSocket, stdin: &str, stdout: &str) -> Result<File, String> {
+pub async fn attach(socket: ConsoleSocket, stdin: &str, stdout: &str) -> Result<File, ConsoleError> {
     let master = tokio::task::spawn_blocking(move || socket.receive(Duration::from_secs(10))).await.expect("console task");
-    let master = File::from(master.map_err(|e| format!("receiving its terminal: {e}"))?);
-    copy_io(&master, stdin, stdout).map_err(|e| format!("connecting its terminal: {e}"))?;
+    let master = File::from(master.map_err(ConsoleError::Receive)?);
+    copy_io(&master, stdin, stdout).map_err(ConsoleError::Connect)?;
     Ok(master)
 }
 

@@ -1,9 +1,61 @@
 //! Processes exec'd into native containers (`ctr task exec`), made by the
 //! helper ([`crate::helper`]).
+use crate::console::ConsoleError;
+use crate::helper::HelperError;
 use crate::lifecycle::{Exited, Lifecycle, Status};
 use berth_host::helper::Verb;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("exec id {0:?} must be 1-128 characters of letters, digits, '-', '_' or '.'")]
+    Id(String),
+    #[error("exec {id}: the process spec is not a valid OCI process")]
+    Spec {
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("exec {id}: writing {}", .path.display())]
+    Write {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("exec {id} was already started")]
+    Started { id: String },
+    #[error("exec {id} in container {container}")]
+    Helper {
+        id: String,
+        container: String,
+        #[source]
+        source: HelperError,
+    },
+    #[error("exec {id} in container {container}")]
+    Console {
+        id: String,
+        container: String,
+        #[source]
+        source: ConsoleError,
+    },
+    #[error("exec {id}: signal {signal}")]
+    Signal {
+        id: String,
+        signal: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("exec {id}: resizing its terminal")]
+    Resize {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("exec {id} has no terminal")]
+    NoTerminal { id: String },
+}
 
 /// One exec'd process.
 pub struct Exec {
@@ -20,15 +72,15 @@ pub struct Exec {
 
 impl Exec {
     /// Records the process containerd asked for; it runs at [`Exec::start`].
-    pub fn new(bundle: &Path, exec_id: &str, stdio: [String; 3], terminal: bool, process_json: &[u8]) -> Result<Exec, String> {
+    pub fn new(bundle: &Path, exec_id: &str, stdio: [String; 3], terminal: bool, process_json: &[u8]) -> Result<Exec, ExecError> {
         // The exec id names a file: keep it to a plain name.
         if exec_id.is_empty() || exec_id.len() > 128 || !exec_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || exec_id.starts_with('.') {
-            return Err(format!("exec id {exec_id:?} must be 1-128 characters of letters, digits, '-', '_' or '.'"));
+            return Err(ExecError::Id(exec_id.to_string()));
         }
-        serde_json::from_slice::<oci_spec::runtime::Process>(process_json)
-            .map_err(|e| format!("exec {exec_id}: the process spec is not a valid OCI process: {e}"))?;
+        let id = exec_id.to_string();
+        serde_json::from_slice::<oci_spec::runtime::Process>(process_json).map_err(|source| ExecError::Spec { id: id.clone(), source })?;
         let process = bundle.join(format!("berth-exec-{exec_id}.json"));
-        std::fs::write(&process, process_json).map_err(|e| format!("exec {exec_id}: writing {}: {e}", process.display()))?;
+        std::fs::write(&process, process_json).map_err(|source| ExecError::Write { id: id.clone(), path: process.clone(), source })?;
         Ok(Exec { id: exec_id.to_string(), stdio, process, pid: Mutex::new(None), life: Lifecycle::default(), terminal, master: Mutex::new(None) })
     }
 
@@ -37,24 +89,28 @@ impl Exec {
     }
 
     /// Runs the process in container `container` (state under `root`).
-    pub async fn start(self: &Arc<Self>, container: &str, root: &Path, on_exit: impl FnOnce(Exited) + Send + 'static) -> Result<u32, String> {
+    pub async fn start(self: &Arc<Self>, container: &str, root: &Path, on_exit: impl FnOnce(Exited) + Send + 'static) -> Result<u32, ExecError> {
         if !self.life.begin() {
-            return Err(format!("exec {} was already started", self.id));
+            return Err(ExecError::Started { id: self.id.clone() });
         }
-        let fail = |e: String| {
+        let helper_failed = |source| {
             self.life.unbegin();
-            format!("exec {} in container {container}: {e}", self.id)
+            ExecError::Helper { id: self.id.clone(), container: container.to_string(), source }
         };
-        let mut cmd = crate::helper::command(Verb::Exec).map_err(fail)?;
+        let console_failed = |source| ExecError::Console { id: self.id.clone(), container: container.to_string(), source };
+        let mut cmd = crate::helper::command(Verb::Exec).map_err(helper_failed)?;
         cmd.arg(container).arg(&self.process).arg(root).args(&self.stdio);
         let console = match self.terminal {
-            true => Some(crate::console::ConsoleSocket::new().map_err(|e| fail(format!("making its console socket: {e}")))?),
+            true => Some(crate::console::ConsoleSocket::new().map_err(|e| {
+                self.life.unbegin();
+                console_failed(ConsoleError::Socket(e))
+            })?),
             false => None,
         };
         if let Some(c) = &console {
             cmd.arg(c.path());
         }
-        let pid = crate::helper::run_for_pid(cmd).await.map_err(fail)?;
+        let pid = crate::helper::run_for_pid(cmd).await.map_err(helper_failed)?;
         *self.pid.lock().unwrap() = Some(pid);
         let rx = crate::reaper::watch(pid);
         let me = self.clone();
@@ -69,7 +125,7 @@ impl Exec {
                 Err(e) => {
                     // Not reachable by its client: end it (the waiter reports it).
                     let _ = self.kill(libc::SIGKILL as u32);
-                    return Err(format!("exec {} in container {container}: {e}", self.id));
+                    return Err(console_failed(e));
                 }
             }
         }
@@ -77,10 +133,12 @@ impl Exec {
     }
 
     /// Signals the process, if it runs.
-    pub fn kill(&self, signal: u32) -> Result<(), String> {
+    pub fn kill(&self, signal: u32) -> Result<(), ExecError> {
         let pid = *self.pid.lock().unwrap();
         match (self.life.status(), pid) {
-            (Status::Running, Some(pid)) => crate::reaper::signal(pid, signal as i32).map_err(|e| format!("exec {}: signal {signal}: {e}", self.id)),
+            (Status::Running, Some(pid)) => {
+                crate::reaper::signal(pid, signal as i32).map_err(|source| ExecError::Signal { id: self.id.clone(), signal, source })
+            }
             (Status::Created, _) => {
                 self.life.finish(128 + signal);
                 Ok(())
@@ -90,10 +148,10 @@ impl Exec {
     }
 
     /// Sets the window size of its terminal.
-    pub fn resize(&self, width: u32, height: u32) -> Result<(), String> {
+    pub fn resize(&self, width: u32, height: u32) -> Result<(), ExecError> {
         match self.master.lock().unwrap().as_ref() {
-            Some(m) => crate::console::resize(m, width, height).map_err(|e| format!("exec {}: resizing its terminal: {e}", self.id)),
-            None => Err(format!("exec {} has no terminal", self.id)),
+            Some(m) => crate::console::resize(m, width, height).map_err(|source| ExecError::Resize { id: self.id.clone(), source }),
+            None => Err(ExecError::NoTerminal { id: self.id.clone() }),
         }
     }
 

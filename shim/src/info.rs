@@ -9,16 +9,27 @@ use oci_spec::runtime::{CgroupBuilder, FeaturesBuilder, LinuxFeatureBuilder, Lin
 /// The type URL containerd gives OCI runtime features.
 const FEATURES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/features/Features";
 
+#[derive(Debug, thiserror::Error)]
+pub enum InfoError {
+    #[error("building the runtime features")]
+    Features(#[from] oci_spec::OciSpecError),
+    #[error("encoding the runtime features")]
+    Json(#[from] serde_json::Error),
+    #[error("encoding the RuntimeInfo message")]
+    Encode(#[from] containerd_shim_protos::protobuf::Error),
+    #[error("writing the RuntimeInfo message")]
+    Write(#[from] std::io::Error),
+}
+
 /// The features of native containers (youki's libcontainer) and what wasm
 /// containers add, as the OCI runtime spec's `features.md` describes them.
-fn features_json() -> Result<Vec<u8>, String> {
+fn features_json() -> Result<Vec<u8>, InfoError> {
     use LinuxNamespaceType::*;
     let linux = LinuxFeatureBuilder::default()
         .namespaces(vec![Mount, Cgroup, Uts, Ipc, User, Pid, Network, Time])
-        .cgroup(CgroupBuilder::default().v1(true).v2(true).systemd(false).build().map_err(|e| e.to_string())?)
-        .seccomp(SeccompBuilder::default().enabled(true).build().map_err(|e| e.to_string())?)
-        .build()
-        .map_err(|e| e.to_string())?;
+        .cgroup(CgroupBuilder::default().v1(true).v2(true).systemd(false).build()?)
+        .seccomp(SeccompBuilder::default().enabled(true).build()?)
+        .build()?;
     let hooks = ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"].map(String::from).to_vec();
     let annotations: std::collections::HashMap<String, String> = [(
         "io.containerd.berth.v1.wasm".to_string(),
@@ -31,13 +42,12 @@ fn features_json() -> Result<Vec<u8>, String> {
         .hooks(hooks)
         .linux(linux)
         .annotations(annotations)
-        .build()
-        .map_err(|e| e.to_string())?;
-    serde_json::to_vec(&f).map_err(|e| e.to_string())
+        .build()?;
+    Ok(serde_json::to_vec(&f)?)
 }
 
 /// The RuntimeInfo message of this shim.
-pub fn runtime_info() -> Result<RuntimeInfo, String> {
+pub fn runtime_info() -> Result<RuntimeInfo, InfoError> {
     let mut features = Any::new();
     features.type_url = FEATURES_TYPE_URL.into();
     features.value = features_json()?;
@@ -55,11 +65,15 @@ pub fn print() -> i32 {
     use std::io::{Read, Write};
     let mut options = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut options);
-    let bytes = runtime_info().and_then(|i| i.write_to_bytes().map_err(|e| e.to_string()));
-    match bytes.and_then(|b| std::io::stdout().write_all(&b).and_then(|()| std::io::stdout().flush()).map_err(|e| e.to_string())) {
+    let written = (|| -> Result<(), InfoError> {
+        let bytes = runtime_info()?.write_to_bytes()?;
+        std::io::stdout().write_all(&bytes)?;
+        Ok(std::io::stdout().flush()?)
+    })();
+    match written {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("containerd-shim-berth-v1: -info: {e}");
+            eprintln!("containerd-shim-berth-v1: -info: {}", berth_host::error::chain(&e));
             1
         }
     }

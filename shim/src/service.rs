@@ -17,6 +17,39 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Options(#[from] crate::options::OptionsError),
+    #[error("the shim server exited as it started (status {0})")]
+    ServerExited(i32),
+    #[error("TTRPC_ADDRESS is not set")]
+    NoTtrpcAddress,
+    #[error("{what}")]
+    Ttrpc {
+        what: String,
+        #[source]
+        source: containerd_shim_protos::ttrpc::Error,
+    },
+    #[error("connecting to containerd at {address}")]
+    Publisher {
+        address: String,
+        #[source]
+        source: containerd_shim::Error,
+    },
+}
+
+/// An io error's context, for `map_err`.
+fn io(what: impl FnOnce() -> String) -> impl FnOnce(std::io::Error) -> ServiceError {
+    move |source| ServiceError::Io { what: what(), source }
+}
+
 /// `start`: finds the group's shim server, or starts it, and prints its
 /// address. Nothing else is printed: containerd 1.6 reads the combined
 /// stdout and stderr as the reply. Returns the exit status.
@@ -26,9 +59,9 @@ use std::sync::Arc;
 /// start), and the child builds its own runtime.
 pub fn start(mut flags: Flags) -> i32 {
     let id = flags.id.clone();
-    let result = (|| -> Result<String, String> {
-        let cwd = std::env::current_dir().map_err(|e| format!("bundle directory: {e}"))?;
-        let config = crate::options::from_stdin().map_err(|e| berth_host::error::chain(&e))?;
+    let result = (|| -> Result<String, ServiceError> {
+        let cwd = std::env::current_dir().map_err(io(|| "the bundle directory".into()))?;
+        let config = crate::options::from_stdin()?;
         let group = group_of(config.grouping, &cwd, &flags.id);
         let opts = StartOpts { id: flags.id.clone(), address: flags.address.clone(), namespace: flags.namespace.clone(), ..Default::default() };
         let address = opts.socket_address(&group);
@@ -43,7 +76,7 @@ pub fn start(mut flags: Flags) -> i32 {
             fork_server(flags, &lock)?;
         }
         drop(lock);
-        std::fs::write(cwd.join("address"), &address).map_err(|e| format!("writing the address file: {e}"))?;
+        std::fs::write(cwd.join("address"), &address).map_err(io(|| "writing the address file".into()))?;
         Ok(address)
     })();
     match result {
@@ -53,7 +86,7 @@ pub fn start(mut flags: Flags) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("containerd-shim-berth-v1: starting the shim for {id}: {e}");
+            eprintln!("containerd-shim-berth-v1: starting the shim for {id}: {}", berth_host::error::chain(&e));
             1
         }
     }
@@ -64,26 +97,26 @@ pub fn start(mut flags: Flags) -> i32 {
 /// when the returned file and every copy of it are closed. The directory
 /// is made (0750, as containerd's own shims make it) on a node where no
 /// shim has run yet.
-fn lock_starts(socket: &Path) -> Result<std::fs::File, String> {
+fn lock_starts(socket: &Path) -> Result<std::fs::File, ServiceError> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = socket.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new().recursive(true).mode(0o750).create(dir).map_err(|e| format!("making the socket directory {}: {e}", dir.display()))?;
-    let f = std::fs::File::open(dir).map_err(|e| format!("opening the socket directory {}: {e}", dir.display()))?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| format!("locking the socket directory {}: {e}", dir.display()))?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o750).create(dir).map_err(io(|| format!("making the socket directory {}", dir.display())))?;
+    let f = std::fs::File::open(dir).map_err(io(|| format!("opening the socket directory {}", dir.display())))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| io(|| format!("locking the socket directory {}", dir.display()))(e.into()))?;
     Ok(f)
 }
 
 /// Forks the server for `flags.socket` and returns once it serves (or
 /// fails with its exit status). The child lets go of `lock`, which this
 /// process holds until it has an answer.
-fn fork_server(flags: Flags, lock: &std::fs::File) -> Result<(), String> {
-    let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| format!("making a pipe: {e}"))?;
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
+fn fork_server(flags: Flags, lock: &std::fs::File) -> Result<(), ServiceError> {
+    let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| io(|| "making a pipe".into())(e.into()))?;
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(io(|| "opening /dev/null".into()))?;
     // SAFETY: the process is single-threaded here (no runtime, no logging
     // thread has started; see `start`), so the child may go on running Rust.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        return Err(io(|| "fork".into())(std::io::Error::last_os_error()));
     }
     if pid == 0 {
         // The server: its own session (containerd's signals to the start
@@ -109,7 +142,7 @@ fn fork_server(flags: Flags, lock: &std::fs::File) -> Result<(), String> {
     let mut status = 0;
     // SAFETY: waitpid on our own child, without blocking.
     if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
-        return Err(format!("the shim server exited as it started (status {})", berth_host::native::exit_status(status)));
+        return Err(ServiceError::ServerExited(berth_host::native::exit_status(status)));
     }
     // As containerd's shims do: the server is killed before containerd on
     // memory pressure. (`start` has no log; a failure leaves the score as is.)
@@ -129,6 +162,7 @@ pub fn run_server(flags: &Flags) -> i32 {
     match rt.block_on(serve(flags)) {
         Ok(()) => 0,
         Err(e) => {
+            let e = berth_host::error::chain(&e);
             tracing::error!(error = %e, "shim failed");
             eprintln!("containerd-shim-berth-v1: {e}");
             1
@@ -171,7 +205,7 @@ pub fn delete(flags: &Flags) -> i32 {
 /// Serves the task API on `flags.socket` until the last container is
 /// deleted. When another shim of the group already serves that socket,
 /// returns at once: that shim takes the container.
-pub async fn serve(flags: &Flags) -> Result<(), String> {
+pub async fn serve(flags: &Flags) -> Result<(), ServiceError> {
     crate::logging::init(flags.debug, &flags.namespace, &flags.id);
     let path = socket_path(&flags.socket);
     if Path::new(path).exists() {
@@ -183,18 +217,19 @@ pub async fn serve(flags: &Flags) -> Result<(), String> {
         let _ = std::fs::remove_file(path);
     }
     if let Some(dir) = Path::new(path).parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(io(|| format!("creating {}", dir.display())))?;
     }
-    let ttrpc_address = std::env::var("TTRPC_ADDRESS").map_err(|_| "TTRPC_ADDRESS is not set".to_string())?;
-    let publisher = RemotePublisher::new(&ttrpc_address).await.map_err(|e| format!("connecting to containerd at {ttrpc_address}: {e}"))?;
-    crate::reaper::start().map_err(|e| format!("becoming the reaper of native containers: {e}"))?;
+    let ttrpc_address = std::env::var("TTRPC_ADDRESS").map_err(|_| ServiceError::NoTtrpcAddress)?;
+    let publisher = RemotePublisher::new(&ttrpc_address).await.map_err(|source| ServiceError::Publisher { address: ttrpc_address.clone(), source })?;
+    crate::reaper::start().map_err(io(|| "becoming the reaper of native containers".into()))?;
     let exit = Arc::new(ExitSignal::default());
     let task = Arc::new(TaskService::new(flags.namespace.clone(), flags.address.clone(), publisher, exit.clone()));
     task.warm_up();
     let v3 = create_task(task.clone());
     let v2 = create_task(task).into_iter().map(|(name, s)| (name.replace("containerd.task.v3.", "containerd.task.v2."), s)).collect();
-    let mut server = Server::new().bind(&flags.socket).map_err(|e| format!("listening on {}: {e}", flags.socket))?.register_service(v3).register_service(v2);
-    server.start().await.map_err(|e| format!("serving {}: {e}", flags.socket))?;
+    let ttrpc = |what: String| move |source| ServiceError::Ttrpc { what, source };
+    let mut server = Server::new().bind(&flags.socket).map_err(ttrpc(format!("listening on {}", flags.socket)))?.register_service(v3).register_service(v2);
+    server.start().await.map_err(ttrpc(format!("serving {}", flags.socket)))?;
     signal_started();
     tracing::info!(socket = path, shim_pid = std::process::id(), "berth shim serving");
     exit.wait().await;

@@ -42,6 +42,11 @@ fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
 }
 
+/// `e` as containerd gets it: the error and every cause, once each.
+fn failed(code: Code, e: &(dyn std::error::Error + 'static)) -> ttrpc::Error {
+    status(code, berth_host::error::chain(e))
+}
+
 struct Shared {
     namespace: String,
     /// containerd's gRPC socket (its content store, for wasm artifacts).
@@ -49,7 +54,7 @@ struct Shared {
     publisher: RemotePublisher,
     exit: Arc<ExitSignal>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
-    runtime: OnceLock<Result<Arc<Runtime>, String>>,
+    runtime: OnceLock<Result<Arc<Runtime>, Arc<berth_host::wasm::EngineError>>>,
 }
 
 #[derive(Clone)]
@@ -76,13 +81,12 @@ impl TaskService {
     /// The shared engine, made on first use.
     fn runtime(&self) -> TtrpcResult<Arc<Runtime>> {
         let r = self.0.runtime.get_or_init(|| {
-            let engine = WasmEngine::new(&EngineOptions { pool_instances: pool_instances(), max_memory_bytes: MAX_MEMORY })
-                .map_err(|e| e.to_string())?
-                .compile_in_child();
+            let engine =
+                WasmEngine::new(&EngineOptions { pool_instances: pool_instances(), max_memory_bytes: MAX_MEMORY }).map_err(Arc::new)?.compile_in_child();
             let cache = Cache::new(berth_host::paths::cache_dir());
             Ok(Arc::new(Runtime::new(engine, cache, berth_host::wasm::load::DEFAULT_MAX_MODULE_BYTES)))
         });
-        r.clone().map_err(|e| status(Code::INTERNAL, e))
+        r.clone().map_err(|e| failed(Code::INTERNAL, &*e))
     }
 
     fn get(&self, id: &str) -> TtrpcResult<Arc<Container>> {
@@ -151,9 +155,8 @@ impl Task for TaskService {
         };
         let c = Container::create(&runtime, create).await.map_err(|e| {
             // The whole chain: a cause (an io error, say) is often the fix.
-            let e = berth_host::error::chain(&e);
-            tracing::warn!(container_id = %req.id, error = %e, "create failed");
-            status(Code::FAILED_PRECONDITION, e)
+            tracing::warn!(container_id = %req.id, error = %berth_host::error::chain(&e), "create failed");
+            failed(Code::FAILED_PRECONDITION, &e)
         })?;
         let task_pid = c.pid();
         self.0.containers.lock().unwrap().insert(req.id.clone(), Arc::new(c));
@@ -186,7 +189,7 @@ impl Task for TaskService {
                     tokio::spawn(async move { svc.publish("/tasks/exit", Box::new(ev)).await });
                 })
                 .await
-                .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
+                .map_err(|e| failed(Code::FAILED_PRECONDITION, &e))?;
             self.publish(
                 "/tasks/exec-started",
                 Box::new(TaskExecStarted { container_id: req.id.clone(), exec_id: req.exec_id.clone(), pid, ..Default::default() }),
@@ -206,7 +209,7 @@ impl Task for TaskService {
             });
         })
         .await
-        .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
+        .map_err(|e| failed(Code::FAILED_PRECONDITION, &e))?;
         self.publish("/tasks/start", Box::new(TaskStart { container_id: req.id.clone(), pid: c.pid(), ..Default::default() })).await;
         Ok(api::StartResponse { pid: c.pid(), ..Default::default() })
     }
@@ -214,11 +217,11 @@ impl Task for TaskService {
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
         let (c, exec) = self.get_exec(&req.id, &req.exec_id)?;
         if let Some(e) = exec {
-            e.kill(req.signal).map_err(|e| status(Code::INTERNAL, e))?;
+            e.kill(req.signal).map_err(|e| failed(Code::INTERNAL, &e))?;
             return Ok(Empty::new());
         }
         tracing::info!(container_id = %req.id, pod_id = %c.pod, signal = req.signal, "kill");
-        if let Some(e) = c.kill(req.signal, req.all).await.map_err(|e| status(Code::INTERNAL, e))? {
+        if let Some(e) = c.kill(req.signal, req.all).await.map_err(|e| failed(Code::INTERNAL, &e))? {
             self.publish("/tasks/exit", Box::new(TaskService::exit_event(&c.id, &c.id, c.pid(), e))).await;
         }
         Ok(Empty::new())
@@ -249,7 +252,7 @@ impl Task for TaskService {
         // A created, never started container is ended by its deletion.
         let e = match c.exited() {
             Some(e) => Some(e),
-            None => c.kill(libc::SIGKILL as u32, true).await.map_err(|e| status(Code::INTERNAL, e))?,
+            None => c.kill(libc::SIGKILL as u32, true).await.map_err(|e| failed(Code::INTERNAL, &e))?,
         };
         let e = e.unwrap_or(Exited { status: 0, at: std::time::SystemTime::now() });
         self.0.containers.lock().unwrap().remove(&req.id);
@@ -358,7 +361,7 @@ impl Task for TaskService {
         let c = self.get(&req.id)?;
         let spec = req.spec.as_ref().map(|a| a.value.clone()).unwrap_or_default();
         c.add_exec(&req.exec_id, [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()], req.terminal, &spec)
-            .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
+            .map_err(|e| failed(Code::FAILED_PRECONDITION, &e))?;
         tracing::info!(container_id = %req.id, exec_id = %req.exec_id, "exec added");
         self.publish("/tasks/exec-added", Box::new(TaskExecAdded { container_id: req.id.clone(), exec_id: req.exec_id.clone(), ..Default::default() })).await;
         Ok(Empty::new())
@@ -367,10 +370,9 @@ impl Task for TaskService {
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
         let (c, exec) = self.get_exec(&req.id, &req.exec_id)?;
         match exec {
-            Some(e) => e.resize(req.width, req.height),
-            None => c.resize(req.width, req.height),
+            Some(e) => e.resize(req.width, req.height).map_err(|e| failed(Code::FAILED_PRECONDITION, &e))?,
+            None => c.resize(req.width, req.height).map_err(|e| failed(Code::FAILED_PRECONDITION, &e))?,
         }
-        .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
         Ok(Empty::new())
     }
 

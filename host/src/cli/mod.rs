@@ -62,7 +62,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             tracing::debug!(error = ?e, "command failed");
-            eprintln!("berth: error: {e:#}");
+            eprintln!("berth: error: {}", crate::error::chain(&*e));
             EXIT_BERTH_ERROR
         }
     }

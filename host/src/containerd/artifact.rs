@@ -3,7 +3,7 @@
 use super::{ApiError, Client, Descriptor};
 use crate::oci::image::build::WASM_CONFIG_MEDIA_TYPE;
 use crate::oci::image::platform::Platform;
-use crate::oci::image::store::Store;
+use crate::oci::image::store::{Store, StoreError};
 use crate::plan::ModuleSource;
 
 /// The largest manifest or index read from the content store.
@@ -18,8 +18,28 @@ pub enum ArtifactError {
     Api(#[from] ApiError),
     #[error("image {image}: {problem}")]
     Invalid { image: String, problem: String },
-    #[error("keeping the module of image {image} in berth's store: {reason}")]
-    Store { image: String, reason: String },
+    #[error("image {image}: its {what} {digest} is not valid")]
+    Json {
+        image: String,
+        what: &'static str,
+        digest: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("keeping the module of image {image} in berth's store")]
+    Store {
+        image: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("opening berth's image store")]
+    OpenStore(#[source] StoreError),
+    #[error("image {image}: reading back its fetched layer")]
+    Scratch {
+        image: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The module of container `id` when its image (in containerd) is a CNCF
@@ -35,30 +55,38 @@ pub async fn artifact_module(client: &mut Client, store: &Store, id: &str) -> Re
     let invalid = |problem: String| ArtifactError::Invalid { image: image.clone(), problem };
     let mut desc = client.image_target(&image).await?;
     if is_index(&desc.media_type) {
-        let index: oci_spec::image::ImageIndex =
-            serde_json::from_slice(&client.read_blob(&desc, MAX_JSON).await?).map_err(|e| invalid(format!("its index {} is not valid: {e}", desc.digest)))?;
+        let index: oci_spec::image::ImageIndex = serde_json::from_slice(&client.read_blob(&desc, MAX_JSON).await?).map_err(|source| ArtifactError::Json {
+            image: image.clone(),
+            what: "index",
+            digest: desc.digest.clone(),
+            source,
+        })?;
         let wasm = index.manifests().iter().find(|m| m.platform().as_ref().is_some_and(|p| Platform::from_oci(p).is_wasm()));
         let Some(m) = wasm else { return Ok(None) };
         desc = Descriptor { media_type: m.media_type().to_string(), digest: m.digest().to_string(), size: m.size() };
     }
-    let manifest: oci_spec::image::ImageManifest =
-        serde_json::from_slice(&client.read_blob(&desc, MAX_JSON).await?).map_err(|e| invalid(format!("its manifest {} is not valid: {e}", desc.digest)))?;
+    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&client.read_blob(&desc, MAX_JSON).await?).map_err(|source| ArtifactError::Json {
+        image: image.clone(),
+        what: "manifest",
+        digest: desc.digest.clone(),
+        source,
+    })?;
     if manifest.config().media_type().to_string() != WASM_CONFIG_MEDIA_TYPE {
         return Ok(None);
     }
-    let layer = crate::oci::image::artifact_layer(&manifest).map_err(invalid)?;
+    let layer = crate::oci::image::artifact_layer(&manifest).map_err(|e| invalid(e.to_string()))?;
     let layer = Descriptor { media_type: layer.media_type().to_string(), digest: layer.digest().to_string(), size: layer.size() };
-    let keep = |reason: String| ArtifactError::Store { image: image.clone(), reason };
-    let path = store.blob_path(&layer.digest).map_err(|e| keep(e.to_string()))?;
+    let keep = |source| ArtifactError::Store { image: image.clone(), source };
+    let path = store.blob_path(&layer.digest).map_err(keep)?;
     if !path.exists() {
         // Streamed through an unnamed file in the store's staging area, not
         // memory; the store checks it again on the way in.
-        let ingest = store.ingest().map_err(|e| keep(e.to_string()))?;
-        let mut scratch = ingest.scratch().map_err(|e| keep(e.to_string()))?;
+        let ingest = store.ingest().map_err(keep)?;
+        let mut scratch = ingest.scratch().map_err(keep)?;
         client.read_blob_into(&layer, MAX_LAYER, &mut scratch).await?;
-        std::io::Seek::rewind(&mut scratch).map_err(|e| keep(e.to_string()))?;
-        ingest.put(scratch, Some((&layer.digest, Some(layer.size)))).map_err(|e| keep(e.to_string()))?;
-        ingest.commit_blobs(std::slice::from_ref(&layer.digest)).map_err(|e| keep(e.to_string()))?;
+        std::io::Seek::rewind(&mut scratch).map_err(|source| ArtifactError::Scratch { image: image.clone(), source })?;
+        ingest.put(scratch, Some((&layer.digest, Some(layer.size)))).map_err(keep)?;
+        ingest.commit_blobs(std::slice::from_ref(&layer.digest)).map_err(keep)?;
         tracing::info!(image = %image, layer = %layer.digest, bytes = layer.size, "wasm artifact layer fetched from containerd's content store");
     }
     Ok(Some((image, ModuleSource::Blob { path, digest: layer.digest })))

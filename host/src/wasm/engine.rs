@@ -11,8 +11,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const MAX_WASM_STACK: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
-#[error("creating the wasm engine: {0}")]
-pub struct EngineError(String);
+#[error("creating the wasm engine")]
+pub struct EngineError(#[source] wasmtime::Error);
 
 /// Sizing of the engine's instance pool.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ impl WasmEngine {
                 Err(_) if n > MIN_POOL_INSTANCES => n = (n * 3 / 4).max(MIN_POOL_INSTANCES),
                 Err(err) => {
                     tracing::warn!(error = %err, pool_instances = n, "no instance pool fits this process's address space; using on-demand allocation");
-                    break (Engine::new(&base_config()).map_err(|e| EngineError(e.to_string()))?, asked);
+                    break (Engine::new(&base_config()).map_err(EngineError)?, asked);
                 }
             }
         };

@@ -129,15 +129,15 @@ impl HttpService {
 
     fn build(runtime: Arc<Runtime>, prepared: &Prepared, plan: &RunPlan, meter: Option<Arc<Meter>>) -> Result<Self, RunError> {
         let name = plan.entrypoint.source.to_string();
-        let fail = |reason: String| RunError::Instantiate { name: name.clone(), reason };
+        let fail = |source| RunError::Instantiate { name: name.clone(), source };
         let Loaded::Component(component) = prepared.loaded() else {
-            return Err(fail("a core module cannot serve HTTP; build a component that exports wasi:http/incoming-handler (wasm32-wasip2)".into()));
+            return Err(RunError::CoreModuleHttp { name });
         };
         let mut linker = wasmtime::component::Linker::new(&runtime.engine().engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| fail(format!("{e:#}")))?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| fail(format!("{e:#}")))?;
-        let pre = linker.instantiate_pre(component).map_err(|e| fail(format!("{e:#}")))?;
-        let pre = ProxyPre::new(pre).map_err(|e| fail(format!("it does not export wasi:http/incoming-handler ({e:#})")))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(fail)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(fail)?;
+        let pre = linker.instantiate_pre(component).map_err(fail)?;
+        let pre = ProxyPre::new(pre).map_err(|source| RunError::NoHttpHandler { name: name.clone(), source })?;
         let output = match &plan.stdio {
             Stdio::Inherit => None,
             Stdio::Paths { stdout, stderr, .. } => {
@@ -158,7 +158,7 @@ impl HttpService {
                 wasi.inherit_stdout().inherit_stderr();
             }
             Some([out, err]) => {
-                let dup = |f: &std::fs::File| f.try_clone().map_err(|e| RunError::Stdio { path: "stdout/stderr".into(), reason: e.to_string() });
+                let dup = |f: &std::fs::File| f.try_clone().map_err(|source| RunError::Stdio { path: "stdout/stderr".into(), source });
                 if let Some(f) = out {
                     wasi.stdout(OutputFile::new(dup(f)?));
                 }
@@ -232,7 +232,7 @@ impl HttpService {
                 Ok(Err(code)) => Err((500, format!("request {id}: the handler answered with an error: {code:?}"))),
                 Err(_) => match (&mut task.0).await {
                     Ok(Ok(())) => Err((500, format!("request {id}: the handler returned without a response"))),
-                    Ok(Err(e)) if super::error::pool_full(&e).is_some() => {
+                    Ok(Err(e)) if super::error::is_pool_full(&e) => {
                         Err((503, format!("request {id}: no room for another instance ({e}); retry later, or lower berth.dev/http-max-concurrency or raise BERTH_SHIM_MAX_GUESTS")))
                     }
                     Ok(Err(e)) if interrupt.reason().is_some() => Err((504, format!("request {id}: the handler ran past the {} limit: {}", humantime::format_duration(timeout), e.root_cause()))),

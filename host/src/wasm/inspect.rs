@@ -11,21 +11,21 @@ pub struct World {
 
 /// Reads the top-level imports and exports of a binary component. Nested
 /// modules and components are skipped.
-pub fn component_world(wasm: &[u8]) -> Result<World, String> {
+pub fn component_world(wasm: &[u8]) -> Result<World, wasmparser::BinaryReaderError> {
     let mut world = World::default();
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(wasm) {
-        match payload.map_err(|e| e.to_string())? {
+        match payload? {
             Payload::Version { .. } => depth += 1,
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentImportSection(r) if depth == 1 => {
                 for i in r {
-                    world.imports.push(i.map_err(|e| e.to_string())?.name.name.to_string());
+                    world.imports.push(i?.name.name.to_string());
                 }
             }
             Payload::ComponentExportSection(r) if depth == 1 => {
                 for e in r {
-                    world.exports.push(e.map_err(|e| e.to_string())?.name.name.to_string());
+                    world.exports.push(e?.name.name.to_string());
                 }
             }
             _ => {}

@@ -27,7 +27,7 @@ mod trust;
 mod wasi;
 pub mod worker;
 
-pub use engine::{EngineOptions, WasmEngine};
+pub use engine::{EngineError, EngineOptions, WasmEngine};
 pub use error::RunError;
 pub use interrupt::{Interrupt, Reason};
 pub use limits::Meter;

@@ -4,7 +4,7 @@
 use super::cache::Cache;
 use super::code::Loaded;
 use super::engine::WasmEngine;
-use super::error::{instantiate_error, pool_full, RunError};
+use super::error::{instantiate_error, is_pool_full, RunError};
 use super::interrupt::{Interrupt, Reason};
 use super::limits::{CpuThrottle, GuestLimiter, Meter, Usage};
 use super::load::{self, LoadInfo};
@@ -203,19 +203,19 @@ impl Runtime {
     fn p1_linker(&self) -> Result<&wasmtime::Linker<P1State>, RunError> {
         let linker = self.p1.get_or_init(|| {
             let mut l = wasmtime::Linker::new(&self.engine.engine);
-            wasmtime_wasi::p1::add_to_linker_async(&mut l, |s: &mut P1State| &mut s.wasi).map_err(|e| e.to_string())?;
+            wasmtime_wasi::p1::add_to_linker_async(&mut l, |s: &mut P1State| &mut s.wasi).map_err(|e| format!("{e:#}"))?;
             Ok(l)
         });
-        linker.as_ref().map_err(|reason| RunError::Instantiate { name: "WASI preview1 linker".into(), reason: reason.clone() })
+        linker.as_ref().map_err(|reason| RunError::Instantiate { name: "WASI preview1 linker".into(), source: wasmtime::Error::msg(reason.clone()) })
     }
 
     fn p2_linker(&self) -> Result<&wasmtime::component::Linker<P2State>, RunError> {
         let linker = self.p2.get_or_init(|| {
             let mut l = wasmtime::component::Linker::new(&self.engine.engine);
-            wasmtime_wasi::p2::add_to_linker_async(&mut l).map_err(|e| e.to_string())?;
+            wasmtime_wasi::p2::add_to_linker_async(&mut l).map_err(|e| format!("{e:#}"))?;
             Ok(l)
         });
-        linker.as_ref().map_err(|reason| RunError::Instantiate { name: "WASI preview2 linker".into(), reason: reason.clone() })
+        linker.as_ref().map_err(|reason| RunError::Instantiate { name: "WASI preview2 linker".into(), source: wasmtime::Error::msg(reason.clone()) })
     }
 }
 
@@ -260,9 +260,9 @@ async fn supervise(
         r = call => {
             let r = r?;
             // No fiber stack was left for the call: not the guest's doing.
-            match r.as_ref().err().and_then(pool_full) {
-                Some(full) => Err(full),
-                None => Ok(classify(r)),
+            match r {
+                Err(e) if is_pool_full(&e) => Err(RunError::PoolFull(e)),
+                r => Ok(classify(r)),
             }
         },
         reason = interrupt.triggered() => Ok(Exit::Stopped(reason)),

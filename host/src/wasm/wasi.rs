@@ -23,11 +23,7 @@ pub(crate) fn base(plan: &RunPlan) -> Result<WasiCtxBuilder, RunError> {
     }
     for p in &plan.preopens {
         let perms = if p.readonly { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
-        b.preopened_dir(&p.host, &p.guest, perms).map_err(|e| RunError::Preopen {
-            host: p.host.display().to_string(),
-            guest: p.guest.clone(),
-            reason: e.to_string(),
-        })?;
+        b.preopened_dir(&p.host, &p.guest, perms).map_err(|e| RunError::Preopen { host: p.host.display().to_string(), guest: p.guest.clone(), source: e })?;
     }
     network(&mut b, &plan.net);
     Ok(b)
@@ -53,7 +49,7 @@ fn stdio(b: &mut WasiCtxBuilder, s: &Stdio) -> Result<(), RunError> {
 
 /// Opens a stdio path for the guest ([`crate::stdio::open`]).
 pub(crate) fn open_stdio(path: &Path, write: bool) -> Result<std::fs::File, RunError> {
-    crate::stdio::open(path, write).map_err(|e| RunError::Stdio { path: path.display().to_string(), reason: e.to_string() })
+    crate::stdio::open(path, write).map_err(|source| RunError::Stdio { path: path.display().to_string(), source })
 }
 
 fn network(b: &mut WasiCtxBuilder, net: &NetPolicy) {

@@ -14,12 +14,45 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForegroundError {
-    #[error("starting the async runtime: {0}")]
+    #[error("starting the async runtime")]
     Runtime(#[source] std::io::Error),
-    #[error("installing signal handlers: {0}")]
+    #[error("installing signal handlers")]
     Signals(#[source] std::io::Error),
     #[error(transparent)]
     Run(#[from] RunError),
+}
+
+/// How a worker fails before its guest's own exit.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("opening the guest's stdio {path}")]
+    Stdio {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading its plan {}", .path.display())]
+    ReadPlan {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading its plan {}", .path.display())]
+    ParsePlan {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Netns(#[from] super::netns::NetnsError),
+    #[error(transparent)]
+    Engine(#[from] super::EngineError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Identity(#[from] crate::caps::identity::IdentityError),
+    #[error(transparent)]
+    Foreground(#[from] ForegroundError),
 }
 
 /// Runs a prepared guest to its end on an async runtime of its own (with
@@ -80,29 +113,29 @@ pub fn run_plan(id: &str, plan_path: &Path, stdio: [&str; 3]) -> i32 {
     // directory closed to other users), and become this process's own
     // stdio, which the guest inherits and every report below goes to.
     if let Err(e) = take_stdio(stdio) {
-        eprintln!("berth: {id}: {e}");
+        eprintln!("berth: {id}: {}", crate::error::chain(&e));
         return 125;
     }
-    let result = (|| -> Result<i32, String> {
-        let json = std::fs::read(plan_path).map_err(|e| format!("reading its plan {}: {e}", plan_path.display()))?;
-        let mut plan: RunPlan = serde_json::from_slice(&json).map_err(|e| format!("reading its plan {}: {e}", plan_path.display()))?;
+    let result = (|| -> Result<i32, WorkerError> {
+        let json = std::fs::read(plan_path).map_err(|source| WorkerError::ReadPlan { path: plan_path.to_path_buf(), source })?;
+        let mut plan: RunPlan = serde_json::from_slice(&json).map_err(|source| WorkerError::ParsePlan { path: plan_path.to_path_buf(), source })?;
         plan.name = id.to_string();
         plan.stdio = Stdio::Inherit;
         // The guest's sockets live in the spec's network namespace (a
         // pod's). This process has one thread yet: all later ones inherit it.
         if let Some(ns) = &plan.net_namespace {
-            super::netns::join_process(ns).map_err(|e| e.to_string())?;
+            super::netns::join_process(ns)?;
         }
-        let engine = WasmEngine::new(&EngineOptions::single()).map_err(|e| format!("{e:#}"))?;
+        let engine = WasmEngine::new(&EngineOptions::single())?;
         let runtime = Runtime::new(engine, Cache::new(crate::paths::cache_dir()), crate::wasm::load::DEFAULT_MAX_MODULE_BYTES);
-        let prepared = runtime.prepare(&plan).map_err(|e| format!("{e}"))?;
+        let prepared = runtime.prepare(&plan)?;
         // The granted directories are reached as root (containerd's bundle
         // directories are closed to other users, as they are for runc, whose
         // process enters its root before dropping privileges); everything
         // beneath them is then opened as the user.
         let _held = hold_preopens(&mut plan)?;
         if let Some(user) = &plan.user {
-            crate::caps::identity::assume(user).map_err(|e| format!("{e}"))?;
+            crate::caps::identity::assume(user)?;
             // A credential change makes the process non-dumpable, which
             // closes its own /proc/self/fd to it.
             // SAFETY: prctl(PR_SET_DUMPABLE) only sets a flag on this process.
@@ -119,28 +152,29 @@ pub fn run_plan(id: &str, plan_path: &Path, stdio: [&str; 3]) -> i32 {
                 return Ok(128 + libc::SIGKILL);
             }
         }
-        let (exit, _) = run_foreground(&runtime, &prepared, &plan, 1).map_err(|e| format!("{e}"))?;
+        let (exit, _) = run_foreground(&runtime, &prepared, &plan, 1)?;
         if let Some(report) = exit.trap_report(id) {
             eprint!("{report}");
         }
         Ok(exit.status())
     })();
     result.unwrap_or_else(|e| {
-        eprintln!("berth: {id}: {e}");
+        eprintln!("berth: {id}: {}", crate::error::chain(&e));
         125
     })
 }
 
 /// Opens the container's stdio paths (empty: /dev/null) onto this
 /// process's descriptors 0, 1 and 2.
-fn take_stdio(stdio: [&str; 3]) -> Result<(), String> {
+fn take_stdio(stdio: [&str; 3]) -> Result<(), WorkerError> {
     use std::os::fd::AsRawFd;
     for (fd, p) in stdio.iter().enumerate() {
-        let f = crate::stdio::open_or_null(p, fd != 0).map_err(|e| format!("opening the guest's stdio {p}: {e}"))?;
+        let failed = |source| WorkerError::Stdio { path: p.to_string(), source };
+        let f = crate::stdio::open_or_null(p, fd != 0).map_err(failed)?;
         // SAFETY: dup2 onto this process's standard descriptors, from a
         // descriptor that is open; nothing else uses them here.
         if unsafe { libc::dup2(f.as_raw_fd(), fd as i32) } < 0 {
-            return Err(format!("setting up the guest's stdio: {}", std::io::Error::last_os_error()));
+            return Err(failed(std::io::Error::last_os_error()));
         }
     }
     Ok(())
@@ -149,7 +183,7 @@ fn take_stdio(stdio: [&str; 3]) -> Result<(), String> {
 /// Opens each granted directory (O_PATH) and points the plan at it through
 /// `/proc/self/fd`, so that it is reopened, by the user, past any parent
 /// the user may not traverse. The returned descriptors must stay open.
-fn hold_preopens(plan: &mut crate::plan::RunPlan) -> Result<Vec<std::fs::File>, String> {
+fn hold_preopens(plan: &mut crate::plan::RunPlan) -> Result<Vec<std::fs::File>, WorkerError> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let mut held = Vec::new();
@@ -158,7 +192,7 @@ fn hold_preopens(plan: &mut crate::plan::RunPlan) -> Result<Vec<std::fs::File>, 
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(&p.host)
-            .map_err(|e| format!("granting {} as {}: {e}", p.host.display(), p.guest))?;
+            .map_err(|e| RunError::Preopen { host: p.host.display().to_string(), guest: p.guest.clone(), source: e.into() })?;
         p.host = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
         held.push(f);
     }

@@ -27,8 +27,15 @@ use tokio::sync::watch;
 pub enum CreateError {
     #[error("container {id}: terminals (-t) are not supported for wasm containers; run without a tty")]
     Terminal { id: String },
-    #[error("container {id}: mounting its rootfs ({fs_type} from {source_path}) at {target}: {reason}")]
-    Mount { id: String, fs_type: String, source_path: String, target: String, reason: String },
+    #[error("container {id}: mounting its rootfs ({fs_type} from {source_path}) at {target}")]
+    Mount {
+        id: String,
+        fs_type: String,
+        source_path: String,
+        target: String,
+        #[source]
+        source: containerd_shim::Error,
+    },
     #[error("container {id}: {source}")]
     Bundle {
         id: String,
@@ -37,14 +44,32 @@ pub enum CreateError {
     },
     #[error("container {id}: process.user is {uid}:{gid}, but wasi:http components are served inside the shim, which cannot hold them to another user's file access; serve it as 0:0 (the guest still sees only its rootfs and mounts)")]
     User { id: String, uid: u32, gid: u32 },
-    #[error(
-        "container {id}: serving wasi:http on {addr}: {reason}; choose another address with the BERTH_HTTP_ADDR env or the berth.dev/http-listen annotation"
-    )]
-    Listen { id: String, addr: std::net::SocketAddr, reason: String },
-    #[error("container {id}: {missing}; berth could not read its image from containerd as a wasm artifact: {reason}")]
-    Artifact { id: String, missing: String, reason: String },
-    #[error("{0}")]
-    Native(String),
+    #[error("container {id}: serving wasi:http on {addr}; choose another address with the BERTH_HTTP_ADDR env or the berth.dev/http-listen annotation")]
+    Listen {
+        id: String,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container {id}: {missing}; berth could not read its image from containerd as a wasm artifact")]
+    Artifact {
+        id: String,
+        missing: String,
+        #[source]
+        source: containerd::ArtifactError,
+    },
+    #[error("container {id}")]
+    Helper {
+        id: String,
+        #[source]
+        source: crate::helper::HelperError,
+    },
+    #[error("container {id}")]
+    Console {
+        id: String,
+        #[source]
+        source: crate::console::ConsoleError,
+    },
     #[error("container {id}: {source}")]
     Netns {
         id: String,
@@ -104,7 +129,7 @@ impl Container {
                 fs_type: m.type_.clone(),
                 source_path: m.source.clone(),
                 target: rootfs.display().to_string(),
-                reason: e.to_string(),
+                source: e,
             })?;
             mounted = true;
         }
@@ -147,9 +172,10 @@ impl Container {
     /// re-executed): its process waits for Start.
     async fn create_native(req: &CreateRequest<'_>, pod: &str) -> Result<NativeProcess, CreateError> {
         let id = req.id.to_string();
-        let fail = |e: String| CreateError::Native(format!("container {id}: {e}"));
+        let fail = |source| CreateError::Helper { id: id.clone(), source };
+        let console_failed = |source| CreateError::Console { id: id.clone(), source };
         let console = match req.terminal {
-            true => Some(crate::console::ConsoleSocket::new().map_err(|e| fail(format!("making its console socket: {e}")))?),
+            true => Some(crate::console::ConsoleSocket::new().map_err(|e| console_failed(crate::console::ConsoleError::Socket(e)))?),
             false => None,
         };
         let mut cmd = crate::helper::command(Verb::Create).map_err(fail)?;
@@ -163,14 +189,14 @@ impl Container {
                 // Whatever the helper left half made (an init waiting for
                 // Start, a cgroup, state) goes with the failed create.
                 if let Err(d) = crate::helper::native(Verb::Delete, &req.native_root, &id).await {
-                    tracing::warn!(container_id = %id, error = %d, "removing a container whose create failed");
+                    tracing::warn!(container_id = %id, error = %berth_host::error::chain(&d), "removing a container whose create failed");
                 }
                 return Err(fail(e));
             }
         };
         let terminal = match console {
             None => None,
-            Some(c) => Some(crate::console::attach(c, &req.stdio[0], &req.stdio[1]).await.map_err(fail)?),
+            Some(c) => Some(crate::console::attach(c, &req.stdio[0], &req.stdio[1]).await.map_err(console_failed)?),
         };
         let exit = crate::reaper::watch(pid);
         tracing::info!(container_id = %id, pid, "native container created");
@@ -184,13 +210,13 @@ impl Container {
     /// that image as a CNCF wasm artifact. Otherwise `missing` is the error.
     async fn artifact(req: &CreateRequest<'_>, missing: bundle::BundleError) -> Result<(String, ModuleSource), CreateError> {
         let id = req.id.to_string();
-        let fail = |reason: String| CreateError::Artifact { id: id.clone(), missing: missing.to_string(), reason };
-        let store = Store::open(Store::default_dir()).map_err(|e| fail(berth_host::error::chain(&e)))?;
-        let mut client = containerd::Client::connect(req.containerd, req.namespace).await.map_err(|e| fail(berth_host::error::chain(&e)))?;
+        let fail = |source| CreateError::Artifact { id: id.clone(), missing: missing.to_string(), source };
+        let store = Store::open(Store::default_dir()).map_err(|e| fail(containerd::ArtifactError::OpenStore(e)))?;
+        let mut client = containerd::Client::connect(req.containerd, req.namespace).await.map_err(|e| fail(e.into()))?;
         match containerd::artifact_module(&mut client, &store, &id).await {
             Ok(Some(found)) => Ok(found),
             Ok(None) => Err(CreateError::Bundle { id, source: missing }),
-            Err(e) => Err(fail(berth_host::error::chain(&e))),
+            Err(e) => Err(fail(e)),
         }
     }
 
@@ -247,8 +273,7 @@ impl Container {
             let service =
                 HttpService::metered(runtime.clone(), &prepared, &plan, meter.clone()).map_err(|source| CreateError::Load { id: id.clone(), source })?;
             let addr = plan.http_listen.unwrap_or_else(|| DEFAULT_HTTP_ADDR.parse().expect("default address"));
-            let listener =
-                server::bind(addr, plan.net_namespace.as_deref()).map_err(|e| CreateError::Listen { id: id.clone(), addr, reason: e.to_string() })?;
+            let listener = server::bind(addr, plan.net_namespace.as_deref()).map_err(|source| CreateError::Listen { id: id.clone(), addr, source })?;
             tracing::info!(container_id = %id, pod_id = %pod, address = %addr, net_namespace = ?plan.net_namespace, "wasi:http component: served, an instance per request");
             let default = server::Limits::default();
             let limits = server::Limits {

@@ -2,6 +2,7 @@
 //! shim: a command run to its exit, or a wasi:http component served until
 //! a signal.
 use super::executor::{never_ran, Executor};
+use super::ExecutorError;
 use berth_host::native::Usage;
 use berth_host::plan::RunPlan;
 use berth_host::wasm::http::HttpService;
@@ -82,7 +83,7 @@ impl EngineGuest {
                     0
                 }
                 Ok(Err(e)) => {
-                    self.tell_stderr(&format!("berth: {}: serving failed: {e}\n", self.id));
+                    self.tell_stderr(&format!("berth: {}: serving failed: {}\n", self.id, berth_host::error::chain(&e)));
                     125
                 }
                 Err(_) => {
@@ -119,6 +120,7 @@ impl EngineGuest {
                 exit.status()
             }
             Ok(Err(e)) => {
+                let e = berth_host::error::chain(&e);
                 self.tell_stderr(&format!("berth: {}: {e}\n", self.id));
                 tracing::warn!(container_id = %self.id, pod_id = %self.pod, error = %e, "container failed to run");
                 125
@@ -145,7 +147,7 @@ impl EngineGuest {
 
 #[async_trait::async_trait]
 impl Executor for EngineGuest {
-    async fn start(self: Arc<Self>, runtime: Arc<Runtime>) -> Result<BoxFuture<'static, i32>, String> {
+    async fn start(self: Arc<Self>, runtime: Arc<Runtime>) -> Result<BoxFuture<'static, i32>, ExecutorError> {
         Ok(async move {
             // A guest of a pod runs on its network namespace's runtime, so
             // that every socket it makes is the pod's.
@@ -163,7 +165,7 @@ impl Executor for EngineGuest {
         .boxed())
     }
 
-    fn signal(&self, signal: u32, _all: bool) -> Result<(), String> {
+    fn signal(&self, signal: u32, _all: bool) -> Result<(), ExecutorError> {
         if signal == 0 {
             return Ok(());
         }
@@ -178,7 +180,7 @@ impl Executor for EngineGuest {
         Ok(())
     }
 
-    async fn signal_created(&self, signal: u32, _all: bool) -> Result<Option<i32>, String> {
+    async fn signal_created(&self, signal: u32, _all: bool) -> Result<Option<i32>, ExecutorError> {
         let status = never_ran(signal);
         if status.is_some() {
             self.stderr.lock().unwrap().take();

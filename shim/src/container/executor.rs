@@ -11,6 +11,7 @@
 //! A wasm executor runs a [`RunPlan`](berth_host::plan::RunPlan) made at
 //! create and never reads the bundle again, so a guest can move into a
 //! confined process without the container changing.
+use super::ExecutorError;
 use berth_host::native::Usage;
 use berth_host::wasm::Runtime;
 use futures::future::BoxFuture;
@@ -24,17 +25,17 @@ pub trait Executor: Send + Sync {
     /// Starts the process. Once this returns it runs (or is about to, for a
     /// guest of the shim's engine, when the future is polled); the future
     /// ends with its exit status.
-    async fn start(self: Arc<Self>, runtime: Arc<Runtime>) -> Result<BoxFuture<'static, i32>, String>;
+    async fn start(self: Arc<Self>, runtime: Arc<Runtime>) -> Result<BoxFuture<'static, i32>, ExecutorError>;
 
     /// Delivers `signal` to the running process (every process of the
     /// container with `all`, where it has several). A wasm guest has no
     /// handlers: any signal but 0 ends it with 128+signal.
-    fn signal(&self, signal: u32, all: bool) -> Result<(), String>;
+    fn signal(&self, signal: u32, all: bool) -> Result<(), ExecutorError>;
 
     /// Delivers `signal` to a process that was created and never started
     /// (as [`Executor::signal`] does). Returns its exit status when that
     /// ends it.
-    async fn signal_created(&self, signal: u32, all: bool) -> Result<Option<i32>, String>;
+    async fn signal_created(&self, signal: u32, all: bool) -> Result<Option<i32>, ExecutorError>;
 
     /// The pid containerd sees for the container: its process, or the
     /// shim's own for a guest run inside the shim.
@@ -62,8 +63,8 @@ pub trait Executor: Send + Sync {
     }
 
     /// Sets the window size of the process's terminal.
-    fn resize(&self, _width: u32, _height: u32) -> Result<(), String> {
-        Err("it has no terminal".into())
+    fn resize(&self, _width: u32, _height: u32) -> Result<(), ExecutorError> {
+        Err(ExecutorError::NoTerminal)
     }
 
     /// Releases what the executor holds on the host, once the process has

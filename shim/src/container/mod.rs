@@ -16,10 +16,12 @@ use std::sync::{Arc, Mutex};
 
 mod create;
 mod engine;
+mod error;
 mod executor;
 mod native;
 mod worker;
 pub use create::CreateRequest;
+pub use error::{ContainerError, ExecutorError};
 
 pub struct Container {
     pub id: String,
@@ -51,14 +53,14 @@ impl Container {
     /// its start is done: until then State says created, and a kill waits
     /// for the start to finish. `on_exit` runs once when it ends, however it
     /// ends (exit, trap, kill, panic).
-    pub async fn start(self: &Arc<Self>, runtime: Arc<Runtime>, on_exit: impl FnOnce(Exited) + Send + 'static) -> Result<(), String> {
+    pub async fn start(self: &Arc<Self>, runtime: Arc<Runtime>, on_exit: impl FnOnce(Exited) + Send + 'static) -> Result<(), ContainerError> {
         let _starting = self.starting.lock().await;
         match self.status() {
             Status::Created => {}
-            Status::Running => return Err(format!("container {} was already started", self.id)),
-            Status::Stopped => return Err(format!("container {} has already exited (it was killed before it started)", self.id)),
+            Status::Running => return Err(ContainerError::Started { id: self.id.clone() }),
+            Status::Stopped => return Err(ContainerError::Exited { id: self.id.clone() }),
         }
-        let exit = self.executor.clone().start(runtime).await.map_err(|e| format!("container {}: {e}", self.id))?;
+        let exit = self.executor.clone().start(runtime).await.map_err(|source| ContainerError::Executor { id: self.id.clone(), source })?;
         // Nothing else moves a created container on while `starting` is held.
         assert!(self.life.begin(), "container {} left created during its start", self.id);
         let c = self.clone();
@@ -98,9 +100,9 @@ impl Container {
     /// without running. A native container's process (or all its
     /// processes, with `all`) gets the signal. Returns the exit when it
     /// is known here (a created container that ended).
-    pub async fn kill(&self, signal: u32, all: bool) -> Result<Option<Exited>, String> {
+    pub async fn kill(&self, signal: u32, all: bool) -> Result<Option<Exited>, ContainerError> {
         let _starting = self.starting.lock().await;
-        let fail = |e: String| format!("container {}: {e}", self.id);
+        let fail = |source| ContainerError::Executor { id: self.id.clone(), source };
         match self.status() {
             Status::Stopped => Ok(None),
             // The exit comes through `start`'s waiter.
@@ -115,21 +117,21 @@ impl Container {
     }
 
     /// Sets the window size of the container's terminal.
-    pub fn resize(&self, width: u32, height: u32) -> Result<(), String> {
-        self.executor.resize(width, height).map_err(|e| format!("container {}: {e}", self.id))
+    pub fn resize(&self, width: u32, height: u32) -> Result<(), ContainerError> {
+        self.executor.resize(width, height).map_err(|source| ContainerError::Executor { id: self.id.clone(), source })
     }
 
     /// Adds an exec process (from containerd's Exec): native containers only.
-    pub fn add_exec(&self, exec_id: &str, stdio: [String; 3], terminal: bool, process_json: &[u8]) -> Result<(), String> {
+    pub fn add_exec(&self, exec_id: &str, stdio: [String; 3], terminal: bool, process_json: &[u8]) -> Result<(), ContainerError> {
         if self.executor.exec_root().is_none() {
-            return Err(format!("container {}: exec is not supported for wasm containers (a wasm guest has no processes to join)", self.id));
+            return Err(ContainerError::ExecWasm { id: self.id.clone() });
         }
         if self.status() != Status::Running {
-            return Err(format!("container {} is not running; exec needs a running container", self.id));
+            return Err(ContainerError::NotRunning { id: self.id.clone() });
         }
         let mut execs = self.execs.lock().unwrap();
         if execs.contains_key(exec_id) {
-            return Err(format!("exec {exec_id} already exists in container {}", self.id));
+            return Err(ContainerError::ExecExists { id: self.id.clone(), exec_id: exec_id.to_string() });
         }
         let e = Exec::new(&self.bundle, exec_id, stdio, terminal, process_json)?;
         execs.insert(exec_id.to_string(), Arc::new(e));
@@ -151,9 +153,9 @@ impl Container {
 
     /// Runs a created exec process in the container; `on_exit` runs when
     /// it ends. Returns its pid.
-    pub async fn start_exec(&self, exec: &Arc<Exec>, on_exit: impl FnOnce(Exited) + Send + 'static) -> Result<u32, String> {
-        let Some(root) = self.executor.exec_root() else { return Err(format!("container {}: exec is not supported for wasm containers", self.id)) };
-        exec.start(&self.id, root, on_exit).await
+    pub async fn start_exec(&self, exec: &Arc<Exec>, on_exit: impl FnOnce(Exited) + Send + 'static) -> Result<u32, ContainerError> {
+        let Some(root) = self.executor.exec_root() else { return Err(ContainerError::ExecWasm { id: self.id.clone() }) };
+        Ok(exec.start(&self.id, root, on_exit).await?)
     }
 
     /// Releases what the container holds on the host: a native container's

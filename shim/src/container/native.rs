@@ -2,6 +2,7 @@
 //! create by the single-threaded helper, whose init waits for Start; its
 //! state lives under the shim's native state root.
 use super::executor::{reaped, Executor};
+use super::ExecutorError;
 use berth_host::helper::Verb;
 use berth_host::native::Usage;
 use berth_host::wasm::Runtime;
@@ -31,33 +32,33 @@ impl NativeProcess {
 
 #[async_trait::async_trait]
 impl Executor for NativeProcess {
-    async fn start(self: Arc<Self>, _runtime: Arc<Runtime>) -> Result<BoxFuture<'static, i32>, String> {
+    async fn start(self: Arc<Self>, _runtime: Arc<Runtime>) -> Result<BoxFuture<'static, i32>, ExecutorError> {
         if self.exit.lock().unwrap().is_none() {
-            return Err("its process's exit was already taken by a kill before it started".into());
+            return Err(ExecutorError::ExitTaken);
         }
         crate::helper::native(Verb::Start, &self.root, &self.id).await?;
         let exit = self.exit.lock().unwrap().take().expect("checked above; start and kill are serialized");
         Ok(reaped(&self.id, &self.pod, exit))
     }
 
-    fn signal(&self, signal: u32, all: bool) -> Result<(), String> {
+    fn signal(&self, signal: u32, all: bool) -> Result<(), ExecutorError> {
         // Never once its process is reaped (its pid may be another's by
         // then); every process of its cgroup is fine to signal.
-        let kill = || berth_host::native::kill(&self.root, &self.id, signal as i32, all).map_err(|e| e.to_string());
+        let kill = || berth_host::native::kill(&self.root, &self.id, signal as i32, all).map_err(ExecutorError::from);
         match all {
             true => kill(),
             false => crate::reaper::unreaped(self.pid, kill).unwrap_or(Ok(())),
         }
     }
 
-    async fn signal_created(&self, signal: u32, all: bool) -> Result<Option<i32>, String> {
+    async fn signal_created(&self, signal: u32, all: bool) -> Result<Option<i32>, ExecutorError> {
         // The init waits for Start with default signal actions: most
         // signals end it. Nobody waits for it yet, so wait here.
         self.signal(signal, all)?;
         let Some(rx) = self.exit.lock().unwrap().take() else { return Ok(None) };
         match tokio::time::timeout(std::time::Duration::from_secs(10), crate::reaper::status(rx)).await {
             Ok(status) => Ok(Some(status)),
-            Err(_) => Err(format!("its process did not exit after signal {signal}")),
+            Err(_) => Err(ExecutorError::NoExit(signal)),
         }
     }
 
@@ -86,16 +87,16 @@ impl Executor for NativeProcess {
         Some(&self.root)
     }
 
-    fn resize(&self, width: u32, height: u32) -> Result<(), String> {
+    fn resize(&self, width: u32, height: u32) -> Result<(), ExecutorError> {
         match &self.terminal {
-            Some(t) => crate::console::resize(t, width, height).map_err(|e| format!("resizing its terminal: {e}")),
-            None => Err("it has no terminal".into()),
+            Some(t) => crate::console::resize(t, width, height).map_err(ExecutorError::Resize),
+            None => Err(ExecutorError::NoTerminal),
         }
     }
 
     async fn release(&self) {
         if let Err(e) = crate::helper::native(Verb::Delete, &self.root, &self.id).await {
-            tracing::warn!(container_id = %self.id, error = %e, "removing the native container");
+            tracing::warn!(container_id = %self.id, error = %berth_host::error::chain(&e), "removing the native container");
         }
     }
 }

@@ -2,6 +2,7 @@
 //! that user ([`berth_host::wasm::worker`]) runs the plan written at
 //! create, so the guest never gets more file access than its user has.
 use super::executor::{never_ran, reaped, Executor};
+use super::ExecutorError;
 use berth_host::helper::Verb;
 use berth_host::native::Usage;
 use berth_host::wasm::Runtime;
@@ -27,23 +28,23 @@ impl WorkerGuest {
 
 #[async_trait::async_trait]
 impl Executor for WorkerGuest {
-    async fn start(self: Arc<Self>, _runtime: Arc<Runtime>) -> Result<BoxFuture<'static, i32>, String> {
+    async fn start(self: Arc<Self>, _runtime: Arc<Runtime>) -> Result<BoxFuture<'static, i32>, ExecutorError> {
         let mut cmd = crate::helper::command(Verb::Wasm)?;
         cmd.arg(&self.id).arg(&self.plan).args(&self.stdio);
         cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-        let (child, exit) = crate::reaper::spawn_watched(&mut cmd).map_err(|e| format!("starting its worker: {e}"))?;
+        let (child, exit) = crate::reaper::spawn_watched(&mut cmd).map_err(ExecutorError::Worker)?;
         *self.pid.lock().unwrap() = Some(child);
         Ok(reaped(&self.id, &self.pod, exit))
     }
 
-    fn signal(&self, signal: u32, _all: bool) -> Result<(), String> {
+    fn signal(&self, signal: u32, _all: bool) -> Result<(), ExecutorError> {
         match *self.pid.lock().unwrap() {
-            Some(p) => crate::reaper::signal(p, signal as i32).map_err(|e| format!("signal {signal}: {e}")),
+            Some(p) => crate::reaper::signal(p, signal as i32).map_err(|source| ExecutorError::Signal { signal, source }),
             None => Ok(()),
         }
     }
 
-    async fn signal_created(&self, signal: u32, _all: bool) -> Result<Option<i32>, String> {
+    async fn signal_created(&self, signal: u32, _all: bool) -> Result<Option<i32>, ExecutorError> {
         Ok(never_ran(signal))
     }
 

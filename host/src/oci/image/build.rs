@@ -31,10 +31,19 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Wasm(#[from] load::LoadError),
-    #[error("{0}")]
-    Input(String),
+    #[error(transparent)]
+    Tree(#[from] layer::TreeError),
+    #[error("{module}: reading the component's imports and exports")]
+    World {
+        module: String,
+        #[source]
+        source: wasmparser::BinaryReaderError,
+    },
     #[error("writing the image")]
     Write(#[source] io::Error),
+    /// Options that do not go together.
+    #[error("{0}")]
+    Input(&'static str),
 }
 
 pub struct BuildOptions {
@@ -69,10 +78,10 @@ fn descriptor(media_type: &str, digest: &str, size: usize) -> Value {
 fn base_tree(opts: &BuildOptions) -> Result<Tree, BuildError> {
     let mut tree = Tree::default();
     if let Some(root) = &opts.rootfs {
-        tree.add_host_dir(root, "/").map_err(BuildError::Input)?;
+        tree.add_host_dir(root, "/")?;
     }
     for (host, guest) in &opts.adds {
-        tree.add_host_dir(host, guest).map_err(BuildError::Input)?;
+        tree.add_host_dir(host, guest)?;
     }
     Ok(tree)
 }
@@ -80,10 +89,10 @@ fn base_tree(opts: &BuildOptions) -> Result<Tree, BuildError> {
 /// A native (`linux/<this machine>`) image from `--rootfs`.
 fn build_native(opts: &BuildOptions, name: String) -> Result<Built, BuildError> {
     if opts.rootfs.is_none() || opts.artifact {
-        return Err(BuildError::Input("give a wasm MODULE, or --rootfs DIR (without --artifact) for a native image".into()));
+        return Err(BuildError::Input("give a wasm MODULE, or --rootfs DIR (without --artifact) for a native image"));
     }
     if opts.entrypoint.is_empty() {
-        return Err(BuildError::Input("a native image needs --entrypoint, e.g. --entrypoint /bin/sh".into()));
+        return Err(BuildError::Input("a native image needs --entrypoint, e.g. --entrypoint /bin/sh"));
     }
     let blob = layer::write_layer(&base_tree(opts)?).map_err(BuildError::Write)?;
     let host = super::platform::host();
@@ -103,7 +112,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
     let name = names::normalize(&opts.name)?;
     let Some(module) = &opts.module else { return build_native(opts, name) };
     if !opts.entrypoint.is_empty() {
-        return Err(BuildError::Input("--entrypoint is for native images; a wasm image's entrypoint is its module".into()));
+        return Err(BuildError::Input("--entrypoint is for native images; a wasm image's entrypoint is its module"));
     }
     let raw = std::fs::read(module).map_err(|source| BuildError::Read { path: module.clone(), source })?;
     let shown = module.display().to_string();
@@ -111,7 +120,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
     let p2 = kind == crate::wasm::code::Kind::Component;
     let (config_type, config, layer) = if opts.artifact {
         if !opts.adds.is_empty() || opts.rootfs.is_some() {
-            return Err(BuildError::Input("--add and --rootfs need the compat image form: a wasm artifact holds the module alone; drop --artifact".into()));
+            return Err(BuildError::Input("--add and --rootfs need the compat image form: a wasm artifact holds the module alone; drop --artifact"));
         }
         let layer_digest = digest::of_bytes(&wasm);
         let mut config = json!({
@@ -120,7 +129,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
             "layerDigests": [layer_digest],
         });
         if p2 {
-            let world = inspect::component_world(&wasm).map_err(|e| BuildError::Input(format!("{shown}: reading the component's imports and exports: {e}")))?;
+            let world = inspect::component_world(&wasm).map_err(|source| BuildError::World { module: shown.to_string(), source })?;
             config["component"] = json!({ "exports": world.exports, "imports": world.imports });
         }
         let layer = (descriptor(WASM_LAYER_MEDIA_TYPE, &layer_digest, wasm.len()), wasm);
@@ -129,7 +138,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
         let stem = module.file_stem().and_then(|s| s.to_str()).filter(|s| !s.is_empty() && !s.starts_with('.')).unwrap_or("app");
         let entry = format!("/{stem}.wasm");
         let mut tree = base_tree(opts)?;
-        tree.add_bytes(&entry, wasm, 0o755).map_err(BuildError::Input)?;
+        tree.add_bytes(&entry, wasm, 0o755)?;
         let blob = layer::write_layer(&tree).map_err(BuildError::Write)?;
         let config = json!({
             "architecture": "wasm",

@@ -24,12 +24,36 @@ pub enum Source {
 #[derive(Debug, Default, Clone)]
 pub struct Tree(BTreeMap<String, Node>);
 
-fn clean_guest(path: &str) -> Result<String, String> {
+/// Why content cannot go into a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error("image path {0:?} must not contain '..'")]
+    DotDot(String),
+    #[error("image path {0:?} names the root, not a file")]
+    Root(String),
+    #[error("{} is not a directory; --add and --rootfs take directories", .0.display())]
+    NotADir(PathBuf),
+    #[error("{}: file name {name:?} is not UTF-8", .dir.display())]
+    NotUtf8 { dir: PathBuf, name: std::ffi::OsString },
+    #[error("reading {}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn clean_guest(path: &str) -> Result<String, TreeError> {
     let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
     if parts.contains(&"..") {
-        return Err(format!("image path {path:?} must not contain '..'"));
+        return Err(TreeError::DotDot(path.to_string()));
     }
     Ok(parts.join("/"))
+}
+
+/// An io error reading `path`, for `map_err`.
+fn read_err(path: &Path) -> impl FnOnce(io::Error) -> TreeError + '_ {
+    move |source| TreeError::Read { path: path.to_path_buf(), source }
 }
 
 impl Tree {
@@ -45,10 +69,10 @@ impl Tree {
     }
 
     /// Adds a file with the given content at `path`.
-    pub fn add_bytes(&mut self, path: &str, bytes: Vec<u8>, mode: u32) -> Result<(), String> {
+    pub fn add_bytes(&mut self, path: &str, bytes: Vec<u8>, mode: u32) -> Result<(), TreeError> {
         let p = clean_guest(path)?;
         if p.is_empty() {
-            return Err(format!("image path {path:?} names the root, not a file"));
+            return Err(TreeError::Root(path.to_string()));
         }
         self.parents(&p);
         self.0.insert(p, Node::File { source: Source::Bytes(bytes), mode });
@@ -57,11 +81,11 @@ impl Tree {
 
     /// Adds the host directory `host` (recursively, symlinks kept as
     /// symlinks) at `guest`.
-    pub fn add_host_dir(&mut self, host: &Path, guest: &str) -> Result<(), String> {
+    pub fn add_host_dir(&mut self, host: &Path, guest: &str) -> Result<(), TreeError> {
         let base = clean_guest(guest)?;
-        let meta = std::fs::symlink_metadata(host).map_err(|e| format!("{}: {e}", host.display()))?;
+        let meta = std::fs::symlink_metadata(host).map_err(read_err(host))?;
         if !meta.is_dir() {
-            return Err(format!("{} is not a directory; --add and --rootfs take directories", host.display()));
+            return Err(TreeError::NotADir(host.to_path_buf()));
         }
         if !base.is_empty() {
             self.parents(&base);
@@ -70,21 +94,20 @@ impl Tree {
         self.walk(host, &base)
     }
 
-    fn walk(&mut self, dir: &Path, at: &str) -> Result<(), String> {
-        let err = |p: &Path, e: io::Error| format!("{}: {e}", p.display());
-        let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(|e| err(dir, e))?.collect::<Result<_, _>>().map_err(|e| err(dir, e))?;
+    fn walk(&mut self, dir: &Path, at: &str) -> Result<(), TreeError> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(read_err(dir))?.collect::<Result<_, _>>().map_err(read_err(dir))?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
-            let name = e.file_name().into_string().map_err(|n| format!("{}: file name {n:?} is not UTF-8", dir.display()))?;
+            let name = e.file_name().into_string().map_err(|name| TreeError::NotUtf8 { dir: dir.to_path_buf(), name })?;
             let path = if at.is_empty() { name } else { format!("{at}/{name}") };
-            let meta = std::fs::symlink_metadata(e.path()).map_err(|x| err(&e.path(), x))?;
+            let meta = std::fs::symlink_metadata(e.path()).map_err(read_err(&e.path()))?;
             let mode = meta.permissions().mode() & 0o7777;
             let ft = meta.file_type();
             if ft.is_dir() {
                 self.0.insert(path.clone(), Node::Dir { mode });
                 self.walk(&e.path(), &path)?;
             } else if ft.is_symlink() {
-                let target = std::fs::read_link(e.path()).map_err(|x| err(&e.path(), x))?;
+                let target = std::fs::read_link(e.path()).map_err(read_err(&e.path()))?;
                 self.0.insert(path, Node::Symlink { target });
             } else if ft.is_file() {
                 self.0.insert(path, Node::File { source: Source::Host(e.path()), mode });

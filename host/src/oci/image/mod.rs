@@ -64,7 +64,7 @@ pub fn open(store: &Store, rec: &Record) -> Result<(oci_spec::image::ImageManife
 
 /// The module layer of a wasm artifact: its single `application/wasm` (or
 /// component) layer.
-pub fn artifact_layer(manifest: &oci_spec::image::ImageManifest) -> Result<&oci_spec::image::Descriptor, String> {
+pub fn artifact_layer(manifest: &oci_spec::image::ImageManifest) -> Result<&oci_spec::image::Descriptor, ArtifactLayers> {
     let is_module = |l: &&oci_spec::image::Descriptor| {
         let t = l.media_type().to_string();
         t == build::WASM_LAYER_MEDIA_TYPE || t == build::COMPONENT_LAYER_MEDIA_TYPE
@@ -72,9 +72,14 @@ pub fn artifact_layer(manifest: &oci_spec::image::ImageManifest) -> Result<&oci_
     let wasm: Vec<_> = manifest.layers().iter().filter(is_module).collect();
     match wasm.as_slice() {
         [layer] => Ok(layer),
-        _ => Err(format!("a wasm artifact needs exactly one {} layer; it has {}", build::WASM_LAYER_MEDIA_TYPE, wasm.len())),
+        _ => Err(ArtifactLayers(wasm.len())),
     }
 }
+
+/// A wasm artifact without exactly one module layer: how many it has.
+#[derive(Debug, thiserror::Error)]
+#[error("a wasm artifact needs exactly one application/wasm layer; it has {0}")]
+pub struct ArtifactLayers(pub usize);
 
 /// The plan to run image `name` with `args` (which replace the image's
 /// `Cmd` when given). The rootfs is unpacked on first use and shown to
@@ -87,7 +92,7 @@ pub fn plan_for_image(store: &Store, name: &str, args: &[String], limits: &unpac
     let (manifest, kind) = open(store, &rec)?;
     let config = match kind {
         Kind::Artifact => {
-            let layer = artifact_layer(&manifest).map_err(invalid)?;
+            let layer = artifact_layer(&manifest).map_err(|e| invalid(e.to_string()))?;
             let digest = layer.digest().to_string();
             let arg0 = format!("{}.wasm", names::short(&rec.name));
             let plan = RunPlan {
