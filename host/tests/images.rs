@@ -274,6 +274,17 @@ fn docker_save_archives_and_compressed_layers_import() {
     a.add("manifest.json", serde_json::json!([{ "Config": cfg_name, "RepoTags": ["docker-style:1"], "Layers": ["abc123/layer.tar"] }]).to_string());
     import(&b, &write_archive(dir.path(), "docker.tar", &a), &[]).expect_code(0);
     assert!(b.run(&["run", "docker-style:1"]).stdout.contains("hello from a berth guest"));
+    // The manifest berth makes for it is the sorted-key JSON of the OCI
+    // manifest over those files: the same archive always imports as the
+    // same digest.
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": oci::digest(config.as_bytes()), "size": config.len() },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": oci::digest(&layer), "size": layer.len() }],
+    });
+    let v: serde_json::Value = serde_json::from_str(&b.run(&["image", "inspect", "docker-style:1"]).stdout).unwrap();
+    assert_eq!(v["digest"], oci::digest(&serde_json::to_vec(&manifest).unwrap()), "{v}");
 
     // gzip and zstd layers, and a gzip-compressed archive.
     for (name, packed) in [

@@ -122,7 +122,7 @@ fn build_image(a: BuildArgs) -> Result<i32> {
     }
     let opts = build::BuildOptions { module: a.module, name: a.tag, artifact: a.artifact, adds, rootfs: a.rootfs, entrypoint: a.entrypoint };
     let built = build::build(&opts)?;
-    let digest = built.manifest["digest"].as_str().unwrap_or_default().to_string();
+    let digest = built.manifest.digest().to_string();
     match &a.output {
         Some(out) => {
             let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
@@ -139,8 +139,7 @@ fn build_image(a: BuildArgs) -> Result<i32> {
                 ingest.put(&bytes[..], Some((d, Some(bytes.len() as u64))))?;
                 blobs.push(d.clone());
             }
-            let desc = serde_json::from_value(built.manifest.clone()).context("manifest descriptor")?;
-            ingest.commit(&[(built.name.clone(), desc, blobs)])?;
+            ingest.commit(&[(built.name.clone(), built.manifest.clone(), blobs)])?;
             println!("{} {digest}", built.name);
         }
     }

@@ -3,7 +3,7 @@ use wasmparser::{Parser, Payload};
 
 /// Top-level import and export names of a component, in file order
 /// (`wasi:cli/run@0.2.0`, ...).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct World {
     pub imports: Vec<String>,
     pub exports: Vec<String>,

@@ -23,6 +23,13 @@ pub fn hex_of(digest: &str) -> Result<&str, DigestError> {
     Ok(hex)
 }
 
+/// A checked `sha256:<hex>` digest as oci-spec's type, for the OCI
+/// documents berth builds.
+pub fn parse(digest: &str) -> Result<oci_spec::image::Digest, DigestError> {
+    hex_of(digest)?;
+    <oci_spec::image::Digest as std::str::FromStr>::from_str(digest).map_err(|_| DigestError::Malformed(digest.into()))
+}
+
 /// The digest of `bytes`.
 pub fn of_bytes(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))

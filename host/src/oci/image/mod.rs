@@ -62,6 +62,14 @@ pub fn open(store: &Store, rec: &Record) -> Result<(oci_spec::image::ImageManife
     Ok((manifest, Kind::Filesystem(Box::new(config))))
 }
 
+/// A document's bytes as berth hashes them: JSON with sorted keys
+/// (serde_json's map), so that the same inputs always give the same
+/// digests, whatever order a type declares its fields in.
+pub(crate) fn canonical_json(doc: &impl serde::Serialize) -> Vec<u8> {
+    let value = serde_json::to_value(doc).expect("OCI documents serialize");
+    serde_json::to_vec(&value).expect("JSON values serialize")
+}
+
 /// The module layer of a wasm artifact: its single `application/wasm` (or
 /// component) layer.
 pub fn artifact_layer(manifest: &oci_spec::image::ImageManifest) -> Result<&oci_spec::image::Descriptor, ArtifactLayers> {

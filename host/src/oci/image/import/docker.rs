@@ -1,11 +1,11 @@
 //! `docker save` archives: their `manifest.json` becomes an OCI manifest
 //! per image, over the config and layer files it names.
 use super::archive::{norm, Found};
-use super::{finish, invalid, parse, Candidate, ImportError, ImportOptions, Imported, MANIFEST_TYPES};
-use crate::oci::image::names;
+use super::{finish, invalid, parse, Candidate, ImportError, ImportOptions, Imported};
 use crate::oci::image::platform;
 use crate::oci::image::store::Ingest;
-use oci_spec::image::{Descriptor, ImageManifest};
+use crate::oci::image::{digest, names};
+use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
 
 /// `docker save` output: `manifest.json` lists config and layer files.
 pub(super) fn from_docker(ingest: &Ingest<'_>, found: &Found, opts: &ImportOptions) -> Result<Vec<(Imported, Descriptor, Vec<String>)>, ImportError> {
@@ -45,19 +45,17 @@ pub(super) fn from_docker(ingest: &Ingest<'_>, found: &Found, opts: &ImportOptio
         for l in &e.layers {
             let d = file(l)?;
             let size = ingest.open(&d)?.metadata().map_err(|source| ImportError::Read { path: l.into(), source })?.len();
-            layers.push(serde_json::json!({ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": size }));
+            layers.push(Descriptor::new(MediaType::ImageLayer, size, digest::parse(&d)?));
         }
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_TYPES[0],
-            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len() },
-            "layers": layers,
-        });
-        let bytes = serde_json::to_vec(&manifest).expect("JSON values serialize");
-        let (md, size) = ingest.put_bytes(&bytes)?;
-        let desc: Descriptor = serde_json::from_value(serde_json::json!({ "mediaType": MANIFEST_TYPES[0], "digest": md, "size": size }))
-            .map_err(|source| ImportError::Json { what: "built manifest".into(), source })?;
-        let manifest: ImageManifest = parse("built manifest", &bytes)?;
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(Descriptor::new(MediaType::ImageConfig, config.len() as u64, digest::parse(&config_digest)?))
+            .layers(layers)
+            .build()
+            .map_err(|e| invalid("manifest.json", format!("its image: {e}")))?;
+        let (md, size) = ingest.put_bytes(&crate::oci::image::canonical_json(&manifest))?;
+        let desc = Descriptor::new(MediaType::ImageManifest, size, digest::parse(&md)?);
         let tags: Vec<String> = match (&opts.name, e.repo_tags.unwrap_or_default()) {
             (Some(n), _) => vec![n.clone()],
             (None, t) if t.is_empty() => return Err(ImportError::Unnamed { digest: md }),

@@ -32,6 +32,8 @@ pub enum ImportError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Digest(#[from] super::digest::DigestError),
     #[error("{path} is neither an OCI image layout (oci-layout + index.json) nor a `docker save` archive (manifest.json)")]
     NotAnImage { path: PathBuf },
     #[error("{what} is over the {max}-byte limit for JSON documents")]

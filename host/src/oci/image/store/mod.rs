@@ -163,12 +163,14 @@ impl Store {
     }
 
     fn write_index(&self, manifests: &[Descriptor]) -> Result<(), StoreError> {
-        let doc = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": MediaType::ImageIndex.to_string(),
-            "manifests": manifests,
-        });
+        let index = oci_spec::image::ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageIndex)
+            .manifests(manifests.to_vec())
+            .build()
+            .map_err(|e| StoreError::Io { path: self.dir.join("index.json"), source: io::Error::other(e) })?;
         // serde_json's Value keeps keys sorted: a stable file.
+        let doc = serde_json::to_value(&index).expect("OCI documents serialize");
         let bytes = serde_json::to_vec_pretty(&doc).expect("JSON values serialize");
         write_atomic(&self.dir.join("index.json"), &bytes)
     }
