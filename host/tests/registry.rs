@@ -401,6 +401,9 @@ fn bad_registries_and_references_get_clear_errors_and_nothing_half_stored() {
     run(&edge, &["image", "pull", &name], &f).expect_berth_error(&[&layer, "tampered"]);
     assert_eq!(store_state(&edge), (0, 0), "a failed pull left blobs behind");
     assert!(!edge.run(&["image", "ls"]).stdout.contains("app"), "a failed pull named an image");
+    // A plain-HTTP registry on this machine pulled without --plain-http:
+    // the TLS handshake meets HTTP, and the error says what to add.
+    edge.run(&["image", "pull", &name]).expect_berth_error(&[&reg.addr, "TLS handshake", "add --plain-http"]);
     // Plain HTTP off loopback is refused before any request.
     edge.run(&["image", "pull", "registry.example.invalid/app:1", "--plain-http"]).expect_berth_error(&["not a loopback registry", "--plain-http=force"]);
     // Malformed references name the fix.

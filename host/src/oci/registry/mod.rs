@@ -68,6 +68,13 @@ pub enum RegistryError {
         #[source]
         source: oci_client::errors::OciDistributionError,
     },
+    #[error("{what}: {registry} answered berth's TLS handshake with something else; if it is a plain-HTTP registry on this machine, add --plain-http")]
+    NotTls {
+        what: String,
+        registry: String,
+        #[source]
+        source: oci_client::errors::OciDistributionError,
+    },
     #[error("{what}: {problem}")]
     Invalid { what: String, problem: String },
     #[error(transparent)]
@@ -89,6 +96,8 @@ pub(crate) struct Remote {
     /// How long one read may take; also the window a download's progress
     /// is judged over (see `blob`).
     pub timeout: Duration,
+    /// Whether it is reached over TLS.
+    tls: bool,
 }
 
 /// Whether a registry host (with an optional port) is this machine.
@@ -111,6 +120,7 @@ impl Remote {
             PlainHttp::Loopback if !is_loopback(registry) => return Err(RegistryError::PlainHttpRefused { registry: registry.into() }),
             PlainHttp::Loopback | PlainHttp::Forced => ClientProtocol::Http,
         };
+        let tls = matches!(protocol, ClientProtocol::Https);
         let mut extra_root_certificates = Vec::new();
         if let Some(path) = &opts.ca_file {
             let data = std::fs::read(path).map_err(|source| RegistryError::CaFile { path: path.clone(), source })?;
@@ -129,7 +139,7 @@ impl Remote {
         };
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(RegistryError::Runtime)?;
         let auth = auth::credentials(registry)?;
-        Ok(Remote { rt, client: Client::new(config), auth, registry: registry.into(), timeout: opts.timeout })
+        Ok(Remote { rt, client: Client::new(config), auth, registry: registry.into(), timeout: opts.timeout, tls })
     }
 
     /// `what` failed at the registry: the error a user can act on.
@@ -165,9 +175,32 @@ impl Remote {
             }
             E::RequestError(r) if r.status().is_some_and(|s| s.as_u16() == 404) => RegistryError::NotFound { reference: what },
             E::ServerError { code: 404, .. } => RegistryError::NotFound { reference: what },
+            _ if self.tls && is_loopback(&self.registry) && not_tls(&e) => RegistryError::NotTls { what, registry: self.registry.clone(), source: e },
             _ => RegistryError::Remote { what, source: e },
         }
     }
+}
+
+/// Whether `e` comes from a TLS handshake the server answered with
+/// something that is not TLS (a plain-HTTP server's reply).
+fn not_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        // An io::Error's source() skips the error it wraps (often another
+        // io::Error around rustls's): look inside each.
+        let mut x = err;
+        loop {
+            if matches!(x.downcast_ref::<rustls::Error>(), Some(rustls::Error::InvalidMessage(_))) {
+                return true;
+            }
+            match x.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+                Some(inner) => x = inner,
+                None => break,
+            }
+        }
+        next = err.source();
+    }
+    false
 }
 
 /// Checks `user`/`password` against `registry`, as `docker login` does: a
