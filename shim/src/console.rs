@@ -18,13 +18,13 @@ pub struct ConsoleSocket {
 impl ConsoleSocket {
     /// Binds a fresh socket under `/run/berth/console` (short: socket
     /// paths are limited to 108 bytes, bundle paths can be longer).
-    pub fn new() -> std::io::Result<ConsoleSocket> {
+    pub fn new() -> Result<ConsoleSocket, ConsoleError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = Path::new("/run/berth/console");
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(ConsoleError::Socket)?;
         let path = dir.join(format!("{}-{}.sock", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
         let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path)?;
+        let listener = UnixListener::bind(&path).map_err(ConsoleError::Socket)?;
         Ok(ConsoleSocket { path, listener })
     }
 

@@ -103,7 +103,7 @@ impl Exec {
         let console = match self.terminal {
             true => Some(crate::console::ConsoleSocket::new().map_err(|e| {
                 self.life.unbegin();
-                console_failed(ConsoleError::Socket(e))
+                console_failed(e)
             })?),
             false => None,
         };

@@ -52,7 +52,7 @@ pub struct ShimConfig {
 pub enum OptionsError {
     #[error("reading the runtime options on stdin")]
     Stdin(#[source] std::io::Error),
-    #[error("the runtime options on stdin are not a protobuf Any")]
+    #[error("the runtime options on stdin are not a valid runtimeoptions.v1.Options in a protobuf Any")]
     Malformed(#[source] protobuf::Error),
     #[error("berth takes options of type {RUNTIME_OPTIONS} (a ConfigPath), not {0:?}; set only ConfigPath in the runtime's options table")]
     Type(String),

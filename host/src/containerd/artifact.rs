@@ -16,8 +16,12 @@ const MAX_LAYER: u64 = crate::wasm::load::DEFAULT_MAX_MODULE_BYTES;
 pub enum ArtifactError {
     #[error(transparent)]
     Api(#[from] ApiError),
-    #[error("image {image}: {problem}")]
-    Invalid { image: String, problem: String },
+    #[error("image {image}")]
+    Layers {
+        image: String,
+        #[source]
+        source: crate::oci::image::ArtifactLayers,
+    },
     #[error("image {image}: its {what} {digest} is not valid")]
     Json {
         image: String,
@@ -52,29 +56,18 @@ pub async fn artifact_module(client: &mut Client, store: &Store, id: &str) -> Re
     if image.is_empty() {
         return Ok(None);
     }
-    let invalid = |problem: String| ArtifactError::Invalid { image: image.clone(), problem };
     let mut desc = client.image_target(&image).await?;
     if is_index(&desc.media_type) {
-        let index: oci_spec::image::ImageIndex = serde_json::from_slice(&client.read_blob(&desc, MAX_JSON).await?).map_err(|source| ArtifactError::Json {
-            image: image.clone(),
-            what: "index",
-            digest: desc.digest.clone(),
-            source,
-        })?;
+        let index: oci_spec::image::ImageIndex = read_json(client, &image, "index", &desc).await?;
         let wasm = index.manifests().iter().find(|m| m.platform().as_ref().is_some_and(|p| Platform::from_oci(p).is_wasm()));
         let Some(m) = wasm else { return Ok(None) };
         desc = Descriptor { media_type: m.media_type().to_string(), digest: m.digest().to_string(), size: m.size() };
     }
-    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&client.read_blob(&desc, MAX_JSON).await?).map_err(|source| ArtifactError::Json {
-        image: image.clone(),
-        what: "manifest",
-        digest: desc.digest.clone(),
-        source,
-    })?;
+    let manifest: oci_spec::image::ImageManifest = read_json(client, &image, "manifest", &desc).await?;
     if manifest.config().media_type().to_string() != WASM_CONFIG_MEDIA_TYPE {
         return Ok(None);
     }
-    let layer = crate::oci::image::artifact_layer(&manifest).map_err(|e| invalid(e.to_string()))?;
+    let layer = crate::oci::image::artifact_layer(&manifest).map_err(|source| ArtifactError::Layers { image: image.clone(), source })?;
     let layer = Descriptor { media_type: layer.media_type().to_string(), digest: layer.digest().to_string(), size: layer.size() };
     let keep = |source| ArtifactError::Store { image: image.clone(), source };
     let path = store.blob_path(&layer.digest).map_err(keep)?;
@@ -90,6 +83,13 @@ pub async fn artifact_module(client: &mut Client, store: &Store, id: &str) -> Re
         tracing::info!(image = %image, layer = %layer.digest, bytes = layer.size, "wasm artifact layer fetched from containerd's content store");
     }
     Ok(Some((image, ModuleSource::Blob { path, digest: layer.digest })))
+}
+
+/// The JSON document (`what` of `image`) that `desc` names in containerd's
+/// content store.
+async fn read_json<T: serde::de::DeserializeOwned>(client: &mut Client, image: &str, what: &'static str, desc: &Descriptor) -> Result<T, ArtifactError> {
+    let bytes = client.read_blob(desc, MAX_JSON).await?;
+    serde_json::from_slice(&bytes).map_err(|source| ArtifactError::Json { image: image.to_string(), what, digest: desc.digest.clone(), source })
 }
 
 fn is_index(media_type: &str) -> bool {

@@ -175,7 +175,7 @@ impl Container {
         let fail = |source| CreateError::Helper { id: id.clone(), source };
         let console_failed = |source| CreateError::Console { id: id.clone(), source };
         let console = match req.terminal {
-            true => Some(crate::console::ConsoleSocket::new().map_err(|e| console_failed(crate::console::ConsoleError::Socket(e)))?),
+            true => Some(crate::console::ConsoleSocket::new().map_err(console_failed)?),
             false => None,
         };
         let mut cmd = crate::helper::command(Verb::Create).map_err(fail)?;

@@ -34,6 +34,12 @@ pub enum ImageError {
     #[error("image {name}: {problem}")]
     Invalid { name: String, problem: String },
     #[error("image {name}")]
+    Layers {
+        name: String,
+        #[source]
+        source: ArtifactLayers,
+    },
+    #[error("image {name}")]
     Plan {
         name: String,
         #[source]
@@ -100,7 +106,7 @@ pub fn plan_for_image(store: &Store, name: &str, args: &[String], limits: &unpac
     let (manifest, kind) = open(store, &rec)?;
     let config = match kind {
         Kind::Artifact => {
-            let layer = artifact_layer(&manifest).map_err(|e| invalid(e.to_string()))?;
+            let layer = artifact_layer(&manifest).map_err(|source| ImageError::Layers { name: rec.name.clone(), source })?;
             let digest = layer.digest().to_string();
             let arg0 = format!("{}.wasm", names::short(&rec.name));
             let plan = RunPlan {
