@@ -7,6 +7,16 @@
 #   ./dist.sh aarch64          # one of them
 #   DIST_DIR=out ./dist.sh     # where the artifacts go (default target/berth-dist)
 #
+# The functions (and read-only data) a shim touches to start and hold a
+# guest are laid out together, first in their sections, in the order of
+# shim/hot-symbols.txt (lld's --symbol-ordering-file): an idle shim then
+# maps a few MB of the binary's pages instead of most of them. The list is
+# measured by bench/hot_symbols.py; symbols it names that a build no longer
+# has are skipped, so a stale list costs memory, never correctness.
+#   HOT_SYMBOLS= ./dist.sh     # link without it
+#   DIST_RUSTC_ARGS='...'      # extra rustc arguments for the final crate
+#                              # (whose fat-LTO codegen makes all the code)
+#
 # Statically linked with glibc (Debian's libc.a and libseccomp.a), not PIE:
 # no dynamic loader, no relocations to apply at start. aarch64 is cross-built
 # with Debian's gcc-aarch64-linux-gnu and the arm64 libseccomp-dev package,
@@ -34,6 +44,8 @@ done
 
 target_dir=${CARGO_TARGET_DIR:-target}
 dist=${DIST_DIR:-$target_dir/berth-dist}
+hot=${HOT_SYMBOLS-shim/hot-symbols.txt}
+[[ -z $hot || -f $hot ]] || { echo "dist.sh: the hot symbol list $hot does not exist (HOT_SYMBOLS= links without one)" >&2; exit 2; }
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 host=$(uname -m)
 
@@ -91,8 +103,12 @@ for a in "${arches[@]}"; do
   fi
   LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=$(seccomp_lib "$a" "$deb") || exit 1
   export LIBSECCOMP_LINK_TYPE LIBSECCOMP_LIB_PATH
-  log "cargo build --profile dist --target $triple"
-  cargo build --locked --profile dist --target "$triple" -p berth-shim --bin containerd-shim-berth-v1
+  final=()
+  [[ -z $hot ]] || final+=(-C "link-arg=-Wl,--symbol-ordering-file=$(realpath "$hot")" -C link-arg=-Wl,--no-warn-symbol-ordering)
+  read -r -a extra <<<"${DIST_RUSTC_ARGS:-}"
+  final+=("${extra[@]}")
+  log "cargo rustc --profile dist --target $triple ${final[*]:+-- ${final[*]}}"
+  cargo rustc --locked --profile dist --target "$triple" -p berth-shim --bin containerd-shim-berth-v1 ${final[@]:+-- "${final[@]}"}
   name=berth-$version-$a-linux
   stage=$dist/$name
   rm -rf "$stage"

@@ -152,6 +152,21 @@ def interleaved(title, rows, n):
     return [x[0] for x in st]
 
 
+def build_images(berth, work, env):
+    """Builds, into `work`, sleep.tar (the wasm sleep guest,
+    bench.local/sleep:1) and busybox.tar (a native busybox image,
+    bench.local/busybox:1, with sh, echo and sleep)."""
+    bb = f"{work}/bbroot"
+    os.makedirs(f"{bb}/bin")
+    for d in ["proc", "dev", "sys", "tmp", "etc"]:
+        os.makedirs(f"{bb}/{d}")
+    shutil.copy("/bin/busybox", f"{bb}/bin/busybox")
+    for c in ["sh", "echo", "sleep"]:
+        os.symlink("busybox", f"{bb}/bin/{c}")
+    sh(berth, "image", "build", f"{ROOT}/guest-examples/wat/sleep.wat", "-t", "bench.local/sleep:1", "-o", f"{work}/sleep.tar", env=env)
+    sh(berth, "image", "build", "--rootfs", bb, "--entrypoint", "/bin/sh", "-t", "bench.local/busybox:1", "-o", f"{work}/busybox.tar", env=env)
+
+
 def main():
     bindir = os.path.abspath(sys.argv[1])
     n_cold = int(sys.argv[2]) if len(sys.argv) > 2 else 20
@@ -163,16 +178,8 @@ def main():
     env = dict(os.environ, BERTH_ROOT=f"{work}/root")
     hello = f"{work}/guests/wasm32-wasip1/release/hello.wasm"
     sh("cargo", "build", "--release", "-q", "--manifest-path", f"{ROOT}/guest-examples/Cargo.toml", "--target", "wasm32-wasip1", "--target-dir", f"{work}/guests", "--bin", "hello")
-    bb = f"{work}/bbroot"
-    os.makedirs(f"{bb}/bin")
-    for d in ["proc", "dev", "sys", "tmp", "etc"]:
-        os.makedirs(f"{bb}/{d}")
-    shutil.copy("/bin/busybox", f"{bb}/bin/busybox")
-    for c in ["sh", "echo", "sleep"]:
-        os.symlink("busybox", f"{bb}/bin/{c}")
     sh(berth, "image", "build", hello, "-t", "bench.local/hello:1", "-o", f"{work}/hello.tar", env=env)
-    sh(berth, "image", "build", f"{ROOT}/guest-examples/wat/sleep.wat", "-t", "bench.local/sleep:1", "-o", f"{work}/sleep.tar", env=env)
-    sh(berth, "image", "build", "--rootfs", bb, "--entrypoint", "/bin/sh", "-t", "bench.local/busybox:1", "-o", f"{work}/busybox.tar", env=env)
+    build_images(berth, work, env)
     c = Containerd(bindir)
     try:
         for t in ["hello", "sleep"]:
