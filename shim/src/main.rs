@@ -9,6 +9,7 @@
 //! then share one file's code pages, and a node installs one binary.
 mod console;
 mod container;
+mod events;
 mod exec;
 mod grouping;
 mod helper;

@@ -10,7 +10,6 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::TtrpcResult;
 use containerd_shim_protos::api::{self, Empty};
 use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskStart};
-use containerd_shim_protos::protobuf::MessageDyn;
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext, Code};
 use std::collections::HashMap;
@@ -93,11 +92,8 @@ impl TaskService {
         self.0.containers.lock().unwrap().get(id).cloned().ok_or_else(|| status(Code::NOT_FOUND, format!("container {id} not found in this shim")))
     }
 
-    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        let ctx = containerd_shim_protos::ttrpc::context::Context::default();
-        if let Err(e) = self.0.publisher.publish(ctx, topic, &self.0.namespace, event).await {
-            tracing::warn!(topic, error = %e, "publishing an event to containerd failed");
-        }
+    async fn publish<E: crate::events::Event>(&self, event: E) {
+        crate::events::publish(&self.0.publisher, &self.0.namespace, event).await
     }
 
     /// The container `id` and, when `exec_id` is set, that exec process.
@@ -175,7 +171,7 @@ impl Task for TaskService {
             pid: task_pid,
             ..Default::default()
         };
-        self.publish("/tasks/create", Box::new(ev)).await;
+        self.publish(ev).await;
         Ok(api::CreateTaskResponse { pid: task_pid, ..Default::default() })
     }
 
@@ -186,15 +182,11 @@ impl Task for TaskService {
             let pid = c
                 .start_exec(&e, move |x| {
                     let ev = TaskService::exit_event(&cid, &eid, proc_.pid(), x);
-                    tokio::spawn(async move { svc.publish("/tasks/exit", Box::new(ev)).await });
+                    tokio::spawn(async move { svc.publish(ev).await });
                 })
                 .await
                 .map_err(|e| failed(Code::FAILED_PRECONDITION, &e))?;
-            self.publish(
-                "/tasks/exec-started",
-                Box::new(TaskExecStarted { container_id: req.id.clone(), exec_id: req.exec_id.clone(), pid, ..Default::default() }),
-            )
-            .await;
+            self.publish(TaskExecStarted { container_id: req.id.clone(), exec_id: req.exec_id.clone(), pid, ..Default::default() }).await;
             return Ok(api::StartResponse { pid, ..Default::default() });
         }
         let (svc, exited) = (self.clone(), c.clone());
@@ -203,14 +195,14 @@ impl Task for TaskService {
                 // CRI reads this event as reason OOMKilled; it goes first,
                 // as the kernel's OOM kill comes before the exit.
                 if exited.oom_killed() {
-                    svc.publish("/tasks/oom", Box::new(TaskOOM { container_id: exited.id.clone(), ..Default::default() })).await;
+                    svc.publish(TaskOOM { container_id: exited.id.clone(), ..Default::default() }).await;
                 }
-                svc.publish("/tasks/exit", Box::new(TaskService::exit_event(&exited.id, &exited.id, exited.pid(), e))).await
+                svc.publish(TaskService::exit_event(&exited.id, &exited.id, exited.pid(), e)).await
             });
         })
         .await
         .map_err(|e| failed(Code::FAILED_PRECONDITION, &e))?;
-        self.publish("/tasks/start", Box::new(TaskStart { container_id: req.id.clone(), pid: c.pid(), ..Default::default() })).await;
+        self.publish(TaskStart { container_id: req.id.clone(), pid: c.pid(), ..Default::default() }).await;
         Ok(api::StartResponse { pid: c.pid(), ..Default::default() })
     }
 
@@ -222,7 +214,7 @@ impl Task for TaskService {
         }
         tracing::info!(container_id = %req.id, pod_id = %c.pod, signal = req.signal, "kill");
         if let Some(e) = c.kill(req.signal, req.all).await.map_err(|e| failed(Code::INTERNAL, &e))? {
-            self.publish("/tasks/exit", Box::new(TaskService::exit_event(&c.id, &c.id, c.pid(), e))).await;
+            self.publish(TaskService::exit_event(&c.id, &c.id, c.pid(), e)).await;
         }
         Ok(Empty::new())
     }
@@ -266,7 +258,7 @@ impl Task for TaskService {
             exited_at: Some(timestamp(e.at)).into(),
             ..Default::default()
         };
-        self.publish("/tasks/delete", Box::new(ev)).await;
+        self.publish(ev).await;
         Ok(api::DeleteResponse { pid: c.pid(), exit_status: e.status, exited_at: Some(timestamp(e.at)).into(), ..Default::default() })
     }
 
@@ -363,7 +355,7 @@ impl Task for TaskService {
         c.add_exec(&req.exec_id, [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()], req.terminal, &spec)
             .map_err(|e| failed(Code::FAILED_PRECONDITION, &e))?;
         tracing::info!(container_id = %req.id, exec_id = %req.exec_id, "exec added");
-        self.publish("/tasks/exec-added", Box::new(TaskExecAdded { container_id: req.id.clone(), exec_id: req.exec_id.clone(), ..Default::default() })).await;
+        self.publish(TaskExecAdded { container_id: req.id.clone(), exec_id: req.exec_id.clone(), ..Default::default() }).await;
         Ok(Empty::new())
     }
 

@@ -59,6 +59,9 @@ fn pooled_config(instances: u32, max_memory_bytes: usize) -> Config {
         .total_memories(instances * 4)
         .total_tables(instances * 8)
         .total_stacks(instances)
+        // A store has at most one GC heap; wasmtime's default (1000) would
+        // hold bookkeeping for more than the pool can run.
+        .total_gc_heaps(instances)
         .max_memory_size(max_memory_bytes);
     let mut config = base_config();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
