@@ -9,11 +9,14 @@
 #
 # The functions (and read-only data) a shim touches to start and hold a
 # guest are laid out together, first in their sections, in the order of
-# shim/hot-symbols.txt (lld's --symbol-ordering-file): an idle shim then
-# maps a few MB of the binary's pages instead of most of them. The list is
-# measured by bench/hot_symbols.py; symbols it names that a build no longer
-# has are skipped, so a stale list costs memory, never correctness.
-#   HOT_SYMBOLS= ./dist.sh     # link without it
+# shim/hot-symbols-ARCH.txt (lld's --symbol-ordering-file): an idle shim
+# then maps a few MB of the binary's pages instead of most of them. The
+# list is measured by bench/hot_symbols.py on a machine of that
+# architecture (symbol names differ between targets); symbols it names that
+# a build no longer has are skipped, so a stale list costs memory, never
+# correctness. An architecture without a list is linked in the default order.
+#   HOT_SYMBOLS= ./dist.sh     # link without a list
+#   HOT_SYMBOLS=f ./dist.sh    # with list f
 #   DIST_RUSTC_ARGS='...'      # extra rustc arguments for the final crate
 #                              # (whose fat-LTO codegen makes all the code)
 #
@@ -44,8 +47,7 @@ done
 
 target_dir=${CARGO_TARGET_DIR:-target}
 dist=${DIST_DIR:-$target_dir/berth-dist}
-hot=${HOT_SYMBOLS-shim/hot-symbols.txt}
-[[ -z $hot || -f $hot ]] || { echo "dist.sh: the hot symbol list $hot does not exist (HOT_SYMBOLS= links without one)" >&2; exit 2; }
+[[ -z ${HOT_SYMBOLS:-} || -f ${HOT_SYMBOLS:-} ]] || { echo "dist.sh: the hot symbol list $HOT_SYMBOLS does not exist (HOT_SYMBOLS= links without one)" >&2; exit 2; }
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 host=$(uname -m)
 
@@ -103,6 +105,8 @@ for a in "${arches[@]}"; do
   fi
   LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=$(seccomp_lib "$a" "$deb") || exit 1
   export LIBSECCOMP_LINK_TYPE LIBSECCOMP_LIB_PATH
+  hot=${HOT_SYMBOLS-shim/hot-symbols-$a.txt}
+  [[ -z $hot || -f $hot ]] || { log "no $hot: $a is linked in the default order"; hot=; }
   final=()
   [[ -z $hot ]] || final+=(-C "link-arg=-Wl,--symbol-ordering-file=$(realpath "$hot")" -C link-arg=-Wl,--no-warn-symbol-ordering)
   read -r -a extra <<<"${DIST_RUSTC_ARGS:-}"

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Measures which functions a shim runs, and writes shim/hot-symbols.txt,
-the order in which ./dist.sh lays them out (lld's --symbol-ordering-file).
+"""Measures which functions a shim runs, and writes shim/hot-symbols-ARCH.txt
+(ARCH: this machine's), the order in which ./dist.sh lays them out for
+that architecture (lld's --symbol-ordering-file).
 
-Usage: hot_symbols.py [OUT]   (root; default OUT shim/hot-symbols.txt)
+Usage: hot_symbols.py [OUT]   (root; default OUT shim/hot-symbols-ARCH.txt)
 
 Why: an idle shim maps every page of the binary it touches, and the kernel
 maps a touched page's neighbours too (fault-around, large page-cache
@@ -39,6 +40,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import containerd as cb  # noqa: E402
+from loopfs import LoopFs  # noqa: E402
 
 ROOT = cb.ROOT
 PAGE = 4096
@@ -81,8 +83,8 @@ def symbols(binary):
 def main():
     if os.geteuid() != 0:
         sys.exit("hot_symbols.py needs root (a loop device, containerd)")
-    out_path = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else f"{ROOT}/shim/hot-symbols.txt")
     arch = os.uname().machine
+    out_path = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else f"{ROOT}/shim/hot-symbols-{arch}.txt")
     work = tempfile.mkdtemp(prefix="berth-hot-")
     dist = f"{work}/dist"
     env = dict(os.environ, HOT_SYMBOLS="", DIST_DIR=dist, DIST_RUSTC_ARGS="-C llvm-args=-align-all-functions=12 -C strip=none")
@@ -94,23 +96,13 @@ def main():
     # measured copy's page cache stays cold.
     cb.build_images(measuring, work, dict(os.environ, BERTH_ROOT=f"{work}/berth-root"))
 
-    img, mnt = f"{work}/fs.img", f"{work}/mnt"
-    os.makedirs(mnt)
-    run("truncate", "-s", f"{os.path.getsize(measuring) * 2 + (64 << 20)}", img)
-    run("mkfs.ext4", "-q", "-F", img)
-    dev = run("losetup", "-f", "--show", img)
+    fs = LoopFs(work, os.path.getsize(measuring) + (64 << 20))
     c = None
     try:
-        with open(f"/sys/block/{os.path.basename(dev)}/queue/read_ahead_kb", "w") as f:
-            f.write("0")
-        run("mount", dev, mnt)
-        os.makedirs(f"{mnt}/bin")
-        shutil.copy(measuring, f"{mnt}/bin/berth")
-        os.symlink("berth", f"{mnt}/bin/containerd-shim-berth-v1")
-        run("umount", mnt)
-        run("mount", dev, mnt)  # the copy's page cache is cold again
-        binary = f"{mnt}/bin/berth"
-        c = cb.Containerd(f"{mnt}/bin")
+        bindir = fs.install(measuring, "bin")
+        fs.cold(0)
+        binary = f"{bindir}/berth"
+        c = cb.Containerd(bindir)
         c.ctr("image", "import", "--platform", "wasi/wasm", f"{work}/sleep.tar")
         c.ctr("image", "import", f"{work}/busybox.tar")
         group = ("--annotation", "berth.dev/group=hot")
@@ -136,11 +128,7 @@ def main():
     finally:
         if c:
             c.stop()
-        for _ in range(50):
-            if subprocess.run(["umount", mnt], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.2)
-        subprocess.run(["losetup", "-d", dev], capture_output=True)
+        fs.close()
 
     syms = symbols(measuring)
     text = [s for s in syms if s[2] in "tTwW"]
