@@ -16,7 +16,7 @@
 # a build no longer has are skipped, so a stale list costs memory, never
 # correctness. An architecture without a list is linked in the default order.
 #   HOT_SYMBOLS= ./dist.sh     # link without a list
-#   HOT_SYMBOLS=f ./dist.sh    # with list f
+#   HOT_SYMBOLS=f ./dist.sh    # with list f (a path from the repository root)
 #   DIST_RUSTC_ARGS='...'      # extra rustc arguments for the final crate
 #                              # (whose fat-LTO codegen makes all the code)
 #

@@ -17,7 +17,11 @@ class LoopFs:
         _run("truncate", "-s", str(size_bytes), self.img)
         _run("mkfs.ext4", "-q", "-F", self.img)
         self.dev = _run("losetup", "-f", "--show", self.img)
-        _run("mount", self.dev, self.mnt)
+        try:
+            _run("mount", self.dev, self.mnt)
+        except subprocess.CalledProcessError:
+            subprocess.run(["losetup", "-d", self.dev], capture_output=True)
+            raise
 
     def install(self, binary, name):
         """Copies `binary` to bin NAME/berth, with the shim's link beside
@@ -45,5 +49,9 @@ class LoopFs:
         raise RuntimeError(f"{self.mnt} stays busy: {subprocess.run(['fuser', '-vm', self.mnt], capture_output=True, text=True).stderr}")
 
     def close(self):
-        subprocess.run(["umount", self.mnt], capture_output=True)
+        """Unmounts (waiting for the processes that ran from it to go) and
+        lets go of the loop device. Raises if the mount stays busy: the
+        work directory is then not to be removed."""
+        if os.path.ismount(self.mnt):
+            self.unmount()
         subprocess.run(["losetup", "-d", self.dev], capture_output=True)

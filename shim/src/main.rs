@@ -7,6 +7,7 @@
 //! release ships it as `berth`, with `containerd-shim-berth-v1` a link to
 //! it), it is the `berth` command. The CLI, the shim and their helpers
 //! then share one file's code pages, and a node installs one binary.
+mod any;
 mod console;
 mod container;
 mod events;
@@ -75,5 +76,42 @@ mod tests {
         assert!(!shim("/usr/local/bin/berth"));
         assert!(!shim("/opt/containerd-shim-berth-v1/berth"));
         assert!(!invoked_as_shim(None));
+    }
+}
+
+/// Counts this thread's heap allocations, for tests that check what an
+/// operation allocates.
+#[cfg(test)]
+mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static COUNT: Cell<u64> = const { Cell::new(0) };
+    }
+
+    struct Counting;
+
+    // SAFETY: every call is forwarded to the system allocator unchanged; the
+    // counter is a const-initialized thread-local `Cell` without a
+    // destructor, whose use neither allocates nor can fail.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            COUNT.with(|c| c.set(c.get() + 1));
+            // SAFETY: the caller's contract for `alloc` is passed on.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: the caller's contract for `dealloc` is passed on.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Counting = Counting;
+
+    /// Allocations made by this thread so far.
+    pub fn allocations() -> u64 {
+        COUNT.with(|c| c.get())
     }
 }

@@ -324,7 +324,7 @@ impl Task for TaskService {
             .into(),
             ..Default::default()
         };
-        let any = containerd_shim::util::convert_to_any(Box::new(m)).map_err(|e| status(Code::INTERNAL, e.to_string()))?;
+        let any = crate::any::pack(&m).map_err(|e| status(Code::INTERNAL, e.to_string()))?;
         Ok(api::StatsResponse { stats: Some(any).into(), ..Default::default() })
     }
 
