@@ -15,24 +15,22 @@ How:
    build, unstripped (-C strip=none, for the final crate only), with every
    function aligned to its own page (LLVM's -align-all-functions=12), so
    that a page present means the function starting on it ran.
-2. The binary is copied onto a loop-mounted ext4 with read-ahead off,
-   and the page cache is emptied before each phase.
-3. Through a private containerd (bench/containerd.py), shims are made the
+2. The binary is copied onto a loop-mounted ext4 with read-ahead off and
+   a cold page cache.
+3. Through a private containerd (bench/containerd.py), a shim is made the
    way a pod's is and sampled from /proc/PID/pagemap:
-   phase M: a shim runs the guest while its module is not compiled yet
-   (a helper process compiles it; then the shim is removed);
-   phase A: a shim starts and holds one sleeping wasm guest, the module in
-   the cache (the idle shim);
+   phase A: it starts and holds one sleeping wasm guest, whose module it
+   has compiled (in a helper process: the first pod of an image);
    phase B: a native busybox container joins its group and the wasm guest
    is killed and deleted.
-4. The list: phase A's functions, then phase B's others, then phase M's
-   others (each group in the order of the binary), then the read-only data
-   symbols on pages any phase read.
+4. The list: phase A's functions, then phase B's others (each group in
+   the order of the binary), then the read-only data symbols on pages
+   either phase read.
 
 A function is also listed when the kernel mapped its page into the shim
 around a page the shim touched (fault-around, up to 64 KB) because another
-process of the binary (the shim's `start`; in phase M, the compile helper)
-had just read it: the list can hold a little more than the shim ran. Functions of C code are not aligned:
+process of the binary (the shim's `start`, the compile helper) had just
+read it: the list holds somewhat more than the shim ran. Functions of C code are not aligned:
 every one on a page present is listed.
 
 It builds in the cargo target directory (the dist binary there is the
@@ -135,16 +133,6 @@ def main():
         c.ctr("image", "import", "--platform", "wasi/wasm", f"{work}/sleep.tar")
         c.ctr("image", "import", f"{work}/busybox.tar")
         group = ("--annotation", "berth.dev/group=hot")
-        # The module's first run compiles it (in a helper process): the
-        # functions of that path (phase M) go after the others, and the
-        # shims measured then find the module in the cache.
-        fs.cold(0)
-        print("== phase M: a shim whose guest's module is not compiled yet", flush=True)
-        c.ctr("run", "-d", "--null-io", "--runtime", "io.containerd.berth.v1", "bench.local/sleep:1", "first")
-        time.sleep(5)
-        phase_m = present_pages(c.pids("containerd-shim-berth-v1")[0], binary)
-        remove(c, "first")
-        wait_gone(c)
         fs.cold(0)
         print("== phase A: a shim holding one sleeping wasm guest", flush=True)
         c.ctr("run", "-d", "--null-io", *group, "--runtime", "io.containerd.berth.v1", "bench.local/sleep:1", "guest")
@@ -172,9 +160,7 @@ def main():
     first = ran(phase_a)
     seen = set(first)
     then = [n for n in ran(phase_b) if n not in seen]
-    seen.update(then)
-    miss = [n for n in ran(phase_m) if n not in seen]
-    read = phase_b | phase_m
+    read = phase_b
     data = [s[3] for s in syms if s[2] in "rR" and any(p in read for p in range(s[0] // PAGE * PAGE, s[0] + s[1], PAGE))]
     commit = run("git", "-C", ROOT, "rev-parse", "--short", "HEAD")
     sizes = {s[3]: s[1] for s in text}
@@ -182,12 +168,11 @@ def main():
     with open(out_path, "w") as f:
         f.write("# The link order of ./dist.sh (lld --symbol-ordering-file): what a shim runs, laid\n")
         f.write(f"# out together. Written by bench/hot_symbols.py on {datetime.date.today()} from {commit} ({arch}).\n")
-        f.write(f"# {len(first)} functions an idle shim ran ({size(first)} bytes), {len(then)} more of a\n")
-        f.write(f"# native container and a delete ({size(then)} bytes), {len(miss)} more of a first run that\n")
-        f.write(f"# compiled the module ({size(miss)} bytes), {len(data)} read-only data symbols.\n")
-        for n in first + then + miss + data:
+        f.write(f"# {len(first)} functions an idle shim ran, its guest's module compiled by its helper ({size(first)} bytes),\n")
+        f.write(f"# {len(then)} more of a native container and a delete ({size(then)} bytes), {len(data)} read-only data symbols.\n")
+        for n in first + then + data:
             f.write(n + "\n")
-    print(f"== {out_path}: {len(first)} + {len(then)} + {len(miss)} functions ({size(first)} + {size(then)} + {size(miss)} bytes of {sum(s[1] for s in text)}), {len(data)} data symbols")
+    print(f"== {out_path}: {len(first)} + {len(then)} functions ({size(first)} + {size(then)} bytes of {sum(s[1] for s in text)}), {len(data)} data symbols")
     shutil.rmtree(work, ignore_errors=True)
 
 
