@@ -75,22 +75,10 @@ mod tests {
         same_as_containerd_shim(Metrics::default());
     }
 
-    /// Set in the child process of the test below.
-    const CHILD: &str = "BERTH_ANY_TEST_CHILD";
-
     #[test]
     fn packing_loads_no_descriptors() {
-        // Descriptors load once per process, and the test above loads them:
-        // this is measured in a fresh process, this test binary run for
-        // this test alone.
-        if std::env::var_os(CHILD).is_none() {
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "any::tests::packing_loads_no_descriptors", "--nocapture", "--test-threads=1"])
-                .env(CHILD, "1")
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success() && text.contains("1 passed"), "the child run failed:\n{text}");
+        // Descriptors load once per process, and the test above loads them.
+        if !crate::alone::in_own_process("any::tests::packing_loads_no_descriptors") {
             return;
         }
         let before = crate::alloc_count::allocations();

@@ -79,6 +79,31 @@ mod tests {
     }
 }
 
+/// Runs a test again in a process of its own, for tests that measure the
+/// whole process (its open descriptors, what it has loaded), which other
+/// tests running beside them in the same process would disturb.
+#[cfg(test)]
+mod alone {
+    const CHILD: &str = "BERTH_TEST_ALONE";
+
+    /// In the test process: runs the test `name` (its path in this crate)
+    /// in a process of its own, asserts that it passed there, and returns
+    /// false. In that process: returns true; the test's body runs there.
+    pub fn in_own_process(name: &str) -> bool {
+        if std::env::var_os(CHILD).is_some() {
+            return true;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(CHILD, name)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && text.contains("1 passed"), "{name}, run in a process of its own:\n{text}");
+        false
+    }
+}
+
 /// Counts this thread's heap allocations, for tests that check what an
 /// operation allocates.
 #[cfg(test)]
