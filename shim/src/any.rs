@@ -18,6 +18,11 @@ pub trait Named: Message {
     const TYPE: &'static str;
 }
 
+/// A task event and the topic it is published on ([`crate::events`]).
+pub trait Event: Named {
+    const TOPIC: &'static str;
+}
+
 /// Each message's type name and, for a task event, its topic.
 macro_rules! named {
     ($($message:ty => $name:expr $(, on $topic:expr)?;)*) => {
@@ -25,7 +30,7 @@ macro_rules! named {
             impl Named for $message {
                 const TYPE: &'static str = $name;
             }
-            $(impl crate::events::Event for $message {
+            $(impl Event for $message {
                 const TOPIC: &'static str = $topic;
             })?
         )*

@@ -1,10 +1,11 @@
-//! The task events the shim publishes to containerd, each with its topic.
+//! Publishing the task events to containerd (each event's type name and
+//! topic are listed in [`crate::any`]).
 //!
 //! The envelope is made here, with the event packed by [`crate::any`]
 //! (containerd-shim's `publish` would load protobuf descriptors to name
 //! it), and handed to containerd-shim's publisher queue, which retries and
 //! reconnects as before.
-use crate::any::{pack, Named};
+use crate::any::{pack, Event};
 use crate::lifecycle::timestamp;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim_protos::shim::event::Envelope;
@@ -12,12 +13,6 @@ use containerd_shim_protos::shim::events::ForwardRequest;
 use containerd_shim_protos::shim_async::Events;
 use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
 use std::time::SystemTime;
-
-/// A task event and the topic it is published on (each is listed, with
-/// its type name, in [`crate::any`]).
-pub trait Event: Named {
-    const TOPIC: &'static str;
-}
 
 /// `event` in its envelope, as containerd's `Forward` takes it.
 fn forward_request<E: Event>(namespace: &str, event: &E) -> Result<ForwardRequest, containerd_shim_protos::protobuf::Error> {

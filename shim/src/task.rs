@@ -92,7 +92,7 @@ impl TaskService {
         self.0.containers.lock().unwrap().get(id).cloned().ok_or_else(|| status(Code::NOT_FOUND, format!("container {id} not found in this shim")))
     }
 
-    async fn publish<E: crate::events::Event>(&self, event: E) {
+    async fn publish<E: crate::any::Event>(&self, event: E) {
         crate::events::publish(&self.0.publisher, &self.0.namespace, event).await
     }
 
