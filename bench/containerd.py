@@ -113,13 +113,21 @@ def descendants(roots):
     return seen
 
 
+def smaps_rollup(pid):
+    """/proc/PID/smaps_rollup's sizes, in KiB, by field name."""
+    fields = {}
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        k, _, v = line.partition(":")
+        if v.strip().endswith("kB"):
+            fields[k] = int(v.split()[0])
+    return fields
+
+
 def pss_kb(pids):
     total = 0
     for p in pids:
         try:
-            for line in open(f"/proc/{p}/smaps_rollup"):
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
+            total += smaps_rollup(p)["Pss"]
         except OSError:
             pass
     return total
@@ -211,11 +219,7 @@ def main():
         c.ctr("run", "-d", "--null-io", "--runtime", "io.containerd.berth.v1", "bench.local/sleep:1", "idle")
         time.sleep(2)
         shim = c.pids("containerd-shim-berth-v1")
-        fields = {}
-        for line in open(f"/proc/{shim[0]}/smaps_rollup"):
-            k, _, v = line.partition(":")
-            if v.strip().endswith("kB"):
-                fields[k] = int(v.split()[0])
+        fields = smaps_rollup(shim[0])
         print("### a shim holding one sleeping wasm guest")
         print()
         print("| RSS KiB | PSS KiB | private dirty KiB | shared clean KiB | shim processes |")

@@ -48,24 +48,20 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import containerd as cb  # noqa: E402
-from loopfs import LoopFs  # noqa: E402
+from loopfs import LoopFs, run  # noqa: E402
 
 ROOT = cb.ROOT
 PAGE = 4096
 
 
-def run(*cmd, **kw):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout.strip()
-
-
 def present_pages(pid, binary_path):
     """The addresses of the pages of `binary_path`'s mappings in process
     `pid` that are present in memory."""
-    pages = set()
+    pages, path = set(), os.path.realpath(binary_path)
     with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pm:
         for line in maps:
             f = line.split()
-            if len(f) < 6 or f[5] != os.path.realpath(binary_path):
+            if len(f) < 6 or f[5] != path:
                 continue
             start, end = (int(x, 16) for x in f[0].split("-"))
             pm.seek(start // PAGE * 8)
@@ -160,8 +156,7 @@ def main():
     first = ran(phase_a)
     seen = set(first)
     then = [n for n in ran(phase_b) if n not in seen]
-    read = phase_b
-    data = [s[3] for s in syms if s[2] in "rR" and any(p in read for p in range(s[0] // PAGE * PAGE, s[0] + s[1], PAGE))]
+    data = [s[3] for s in syms if s[2] in "rR" and any(p in phase_b for p in range(s[0] // PAGE * PAGE, s[0] + s[1], PAGE))]
     commit = run("git", "-C", ROOT, "rev-parse", "--short", "HEAD")
     sizes = {s[3]: s[1] for s in text}
     size = lambda names: sum(sizes[n] for n in names)  # noqa: E731

@@ -26,10 +26,6 @@ from loopfs import LoopFs  # noqa: E402
 READ_AHEADS_KB = (128, 8192)
 
 
-def rollup(pid):
-    return {line.split(":")[0]: int(line.split()[1]) for line in open(f"/proc/{pid}/smaps_rollup") if line.rstrip().endswith("kB")}
-
-
 def main():
     if os.geteuid() != 0 or len(sys.argv) < 3:
         sys.exit(__doc__)
@@ -53,7 +49,7 @@ def main():
                         shims = sorted(c.pids("containerd-shim-berth-v1"))
                         if len(shims) != 2:
                             sys.exit(f"expected two shims, found {shims}")
-                        got = [(rollup(p)["Rss"], rollup(p)["Anonymous"]) for p in shims]
+                        got = [(m["Rss"], m["Anonymous"]) for m in map(cb.smaps_rollup, shims)]
                     finally:
                         c.stop()
                     results.setdefault((i, ra), []).append(got)

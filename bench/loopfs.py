@@ -6,7 +6,8 @@ import subprocess
 import time
 
 
-def _run(*cmd):
+def run(*cmd):
+    """Runs `cmd`, raising if it fails; its stdout, stripped."""
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 
 
@@ -14,11 +15,11 @@ class LoopFs:
     def __init__(self, workdir, size_bytes):
         self.img, self.mnt = f"{workdir}/fs.img", f"{workdir}/mnt"
         os.makedirs(self.mnt, exist_ok=True)
-        _run("truncate", "-s", str(size_bytes), self.img)
-        _run("mkfs.ext4", "-q", "-F", self.img)
-        self.dev = _run("losetup", "-f", "--show", self.img)
+        run("truncate", "-s", str(size_bytes), self.img)
+        run("mkfs.ext4", "-q", "-F", self.img)
+        self.dev = run("losetup", "-f", "--show", self.img)
         try:
-            _run("mount", self.dev, self.mnt)
+            run("mount", self.dev, self.mnt)
         except subprocess.CalledProcessError:
             subprocess.run(["losetup", "-d", self.dev], capture_output=True)
             raise
@@ -28,7 +29,7 @@ class LoopFs:
         it; returns that directory."""
         d = f"{self.mnt}/{name}"
         os.makedirs(d)
-        _run("cp", binary, f"{d}/berth")
+        run("cp", binary, f"{d}/berth")
         os.symlink("berth", f"{d}/containerd-shim-berth-v1")
         return d
 
@@ -38,7 +39,7 @@ class LoopFs:
         self.unmount()
         with open(f"/sys/block/{os.path.basename(self.dev)}/queue/read_ahead_kb", "w") as f:
             f.write(str(read_ahead_kb))
-        _run("mount", self.dev, self.mnt)
+        run("mount", self.dev, self.mnt)
 
     def unmount(self):
         # The processes of a containerd just stopped may take a moment to go.
