@@ -104,8 +104,8 @@ mod alone {
     }
 }
 
-/// Counts this thread's heap allocations, for tests that check what an
-/// operation allocates.
+/// Counts this thread's heap allocations and the bytes they hold, for
+/// tests that check what an operation allocates.
 #[cfg(test)]
 mod alloc_count {
     use std::alloc::{GlobalAlloc, Layout, System};
@@ -113,20 +113,23 @@ mod alloc_count {
 
     thread_local! {
         static COUNT: Cell<u64> = const { Cell::new(0) };
+        static LIVE: Cell<i64> = const { Cell::new(0) };
     }
 
     struct Counting;
 
     // SAFETY: every call is forwarded to the system allocator unchanged; the
-    // counter is a const-initialized thread-local `Cell` without a
+    // counters are const-initialized thread-local `Cell`s without a
     // destructor, whose use neither allocates nor can fail.
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             COUNT.with(|c| c.set(c.get() + 1));
+            LIVE.with(|c| c.set(c.get() + layout.size() as i64));
             // SAFETY: the caller's contract for `alloc` is passed on.
             unsafe { System.alloc(layout) }
         }
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            LIVE.with(|c| c.set(c.get() - layout.size() as i64));
             // SAFETY: the caller's contract for `dealloc` is passed on.
             unsafe { System.dealloc(ptr, layout) }
         }
@@ -138,5 +141,10 @@ mod alloc_count {
     /// Allocations made by this thread so far.
     pub fn allocations() -> u64 {
         COUNT.with(|c| c.get())
+    }
+
+    /// Bytes allocated by this thread so far, less those it freed.
+    pub fn live_bytes() -> i64 {
+        LIVE.with(|c| c.get())
     }
 }

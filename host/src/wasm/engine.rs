@@ -54,10 +54,18 @@ const MIN_POOL_INSTANCES: u32 = 8;
 
 fn pooled_config(instances: u32, max_memory_bytes: usize) -> Config {
     let mut pool = PoolingAllocationConfig::new();
+    // The pool keeps bookkeeping for every memory and table slot from the
+    // start (about 110 and 60 bytes each), whether used or not. A
+    // component from a guest toolchain (Rust, JS, Python, Go) defines one
+    // memory and one or two tables; a core module one of each. Twice and
+    // four times that (wasmtime's defaults are once) leave room for more
+    // without paying for eight tables a guest: a pool that runs out of
+    // them refuses the next guest as a full pool does. Core instance slots
+    // cost nothing until used.
     pool.total_component_instances(instances)
         .total_core_instances(instances * 8)
-        .total_memories(instances * 4)
-        .total_tables(instances * 8)
+        .total_memories(instances * 2)
+        .total_tables(instances * 4)
         .total_stacks(instances)
         // A store has at most one GC heap; wasmtime's default (1000) would
         // hold bookkeeping for more than the pool can run.

@@ -211,12 +211,12 @@ impl HttpService {
         let meter = self.meter.clone();
         let mut task = AbortOnDrop::new(tokio::spawn(async move {
             let _hold = hold;
-            let handle = async {
+            let mut handle = std::pin::pin!(async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
-            };
+            });
             match meter {
-                Some(meter) => super::run::cpu_metered(handle, &meter).await,
+                Some(meter) => super::run::cpu_metered(handle.as_mut(), &meter).await,
                 None => handle.await,
             }
         }));

@@ -174,19 +174,26 @@ impl Runtime {
                 let state = P1State { wasi: wasi.build_p1(), limiter };
                 let mut store = self.store(state, plan, interrupt, deadline);
                 let linker = self.p1_linker()?;
-                let call = async {
-                    let instance = linker.instantiate_async(&mut store, module).await.map_err(|e| instantiate_error(name, e))?;
-                    invoke::core_entry(&mut store, &instance, name, export, &plan.args).await
+                let exit = {
+                    let call = std::pin::pin!(cpu_metered(
+                        async {
+                            let instance = linker.instantiate_async(&mut store, module).await.map_err(|e| instantiate_error(name, e))?;
+                            invoke::core_entry(&mut store, &instance, name, export, &plan.args).await
+                        },
+                        &meter
+                    ));
+                    supervise(call, interrupt, deadline).await?
                 };
-                let exit = supervise(cpu_metered(call, &meter), interrupt, deadline).await?;
                 Ok((exit, store.data_mut().limiter().usage()))
             }
             Loaded::Component(component) => {
                 let state = P2State { ctx: wasi.build(), table: ResourceTable::new(), limiter };
                 let mut store = self.store(state, plan, interrupt, deadline);
                 let linker = self.p2_linker()?;
-                let call = invoke::component_entry(&mut store, linker, component, name, export, &plan.args);
-                let exit = supervise(cpu_metered(call, &meter), interrupt, deadline).await?;
+                let exit = {
+                    let call = std::pin::pin!(cpu_metered(invoke::component_entry(&mut store, linker, component, name, export, &plan.args), &meter));
+                    supervise(call, interrupt, deadline).await?
+                };
                 Ok((exit, store.data_mut().limiter().usage()))
             }
         }
@@ -245,8 +252,12 @@ fn guard_store<T: Send + 'static>(store: &mut Store<T>, plan: &RunPlan, interrup
 
 /// Drives the guest's call, racing it against interrupts and the deadline
 /// (for guests blocked in a host call, where no epoch check runs).
+///
+/// `call` is pinned where the caller keeps it: a guest's call holds
+/// kilobytes of state for as long as the guest runs, and a future taken by
+/// value would be held twice in this one.
 async fn supervise(
-    call: impl std::future::Future<Output = Result<wasmtime::Result<()>, RunError>>,
+    call: std::pin::Pin<&mut impl std::future::Future<Output = Result<wasmtime::Result<()>, RunError>>>,
     interrupt: &Interrupt,
     deadline: Option<Instant>,
 ) -> Result<Exit, RunError> {
@@ -273,21 +284,36 @@ async fn supervise(
     }
 }
 
+pin_project_lite::pin_project! {
+    /// [`cpu_metered`]'s future: `fut` itself, held once (an `async fn`
+    /// taking it would hold it twice, before and after its first poll).
+    pub(super) struct CpuMetered<'m, F> {
+        #[pin]
+        fut: F,
+        meter: &'m Meter,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for CpuMetered<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        fn thread_cpu_ns() -> u64 {
+            let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+            t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+        }
+        let this = self.project();
+        let start = thread_cpu_ns();
+        let r = this.fut.poll(cx);
+        this.meter.add_cpu(thread_cpu_ns().saturating_sub(start));
+        r
+    }
+}
+
 /// Polls `fut`, adding the calling thread's CPU time of each poll to
 /// `meter`: the guest's own running time, wherever the executor runs it.
-pub(super) async fn cpu_metered<F: std::future::Future>(fut: F, meter: &Meter) -> F::Output {
-    fn thread_cpu_ns() -> u64 {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-    }
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        let start = thread_cpu_ns();
-        let r = fut.as_mut().poll(cx);
-        meter.add_cpu(thread_cpu_ns().saturating_sub(start));
-        r
-    })
-    .await
+pub(super) fn cpu_metered<F: std::future::Future>(fut: F, meter: &Meter) -> CpuMetered<'_, F> {
+    CpuMetered { fut, meter }
 }
 
 fn classify(r: wasmtime::Result<()>) -> Exit {
@@ -313,4 +339,25 @@ fn describe_trap(e: &wasmtime::Error) -> String {
         out.push_str(&cause.to_string());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guest's future lives as long as the guest, and an HTTP request's
+    /// as long as the request: metering must not hold a second copy of it.
+    #[test]
+    fn metering_holds_the_future_once() {
+        let call = async {
+            let state = [7u8; 4096];
+            tokio::task::yield_now().await;
+            std::hint::black_box(&state);
+        };
+        let call_size = std::mem::size_of_val(&call);
+        let meter = Meter::default();
+        let metered = cpu_metered(call, &meter);
+        let size = std::mem::size_of_val(&metered);
+        assert!(size < call_size + 64, "the metering future is {size} bytes for a {call_size}-byte call");
+    }
 }

@@ -150,13 +150,16 @@ impl Executor for EngineGuest {
     async fn start(self: Arc<Self>, runtime: Arc<Runtime>) -> Result<BoxFuture<'static, i32>, ExecutorError> {
         Ok(async move {
             // A guest of a pod runs on its network namespace's runtime, so
-            // that every socket it makes is the pod's.
+            // that every socket it makes is the pod's. The guest's future is
+            // boxed on the shim's runtime too: held inline, it would make
+            // this future as large for the pod's guests, which only wait
+            // here for their task.
             let status = match self.netns.clone() {
                 Some(ns) => ns.handle().spawn(self.clone().guest(runtime)).await.unwrap_or_else(|e| {
                     tracing::error!(container_id = %self.id, pod_id = %self.pod, error = %e, "the guest's task failed");
                     134
                 }),
-                None => self.clone().guest(runtime).await,
+                None => Box::pin(self.clone().guest(runtime)).await,
             };
             // The guest's messages are written: its readers may see EOF.
             self.stderr.lock().unwrap().take();
@@ -196,5 +199,37 @@ impl Executor for EngineGuest {
 
     fn oom_killed(&self) -> bool {
         self.oom.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_host::plan::{Entrypoint, ModuleSource};
+    use berth_host::wasm::{cache::Cache, EngineOptions, WasmEngine};
+
+    /// What a running guest keeps, for as long as it runs, is its call's
+    /// state once: the future `start` returns only waits on the guest's
+    /// (boxed, or a task of the pod's runtime), and the guest's holds the
+    /// run's state without copies. These were 7,072 and 7,040 bytes: three
+    /// copies of the call's state, and the whole of it again in the future
+    /// that waited on a pod guest's task.
+    #[tokio::test]
+    async fn a_running_guest_keeps_its_state_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let wat = dir.path().join("idle.wat");
+        std::fs::write(&wat, "(module (func (export \"_start\")))").unwrap();
+        let runtime = Arc::new(Runtime::new(WasmEngine::new(&EngineOptions::single()).unwrap(), Cache::new(dir.path().join("cache")), 1 << 20));
+        let plan = RunPlan { entrypoint: Entrypoint { source: ModuleSource::File(wat), export: None }, ..Default::default() };
+        let prepared = Arc::new(runtime.prepare(&plan).unwrap());
+        let work = Work::Run { plan: Box::new(plan), prepared };
+        let guest = Arc::new(EngineGuest::new("c", "p", work, Arc::new(Meter::default()), None, None));
+
+        let running = std::mem::size_of_val(&guest.clone().guest(runtime.clone()));
+        assert!(running < 3 * 1024, "a running guest's future is {running} bytes");
+        let exit = guest.clone().start(runtime.clone()).await.unwrap();
+        let waiting = std::mem::size_of_val(&*exit);
+        assert!(waiting < 256, "the future waiting on a guest is {waiting} bytes");
+        assert_eq!(exit.await, 0);
     }
 }
