@@ -12,9 +12,12 @@
 # shim/hot-symbols-ARCH.txt (lld's --symbol-ordering-file): an idle shim
 # then maps a few MB of the binary's pages instead of most of them. The
 # list is measured by bench/hot_symbols.py on a machine of that
-# architecture (symbol names differ between targets); symbols it names that
-# a build no longer has are skipped, so a stale list costs memory, never
-# correctness. An architecture without a list is linked in the default order.
+# architecture (symbol names differ between targets). shim/link-hot-first.sh
+# matches its names to the build's symbols without their hashes, which
+# change with any change of a crate's dependencies; names a build no longer
+# has are skipped (dist.sh says how many matched), so a stale list costs
+# memory, never correctness. An architecture without a list is linked in
+# the default order.
 #   HOT_SYMBOLS= ./dist.sh     # link without a list
 #   HOT_SYMBOLS=f ./dist.sh    # with list f (a path from the repository root)
 #   DIST_RUSTC_ARGS='...'      # extra rustc arguments for the final crate
@@ -108,11 +111,26 @@ for a in "${arches[@]}"; do
   hot=${HOT_SYMBOLS-shim/hot-symbols-$a.txt}
   [[ -z $hot || -f $hot ]] || { log "no $hot: $a is linked in the default order"; hot=; }
   final=()
-  [[ -z $hot ]] || final+=(-C "link-arg=-Wl,--symbol-ordering-file=$(realpath "$hot")" -C link-arg=-Wl,--no-warn-symbol-ordering)
+  order=$target_dir/$triple/dist/hot-order.txt
+  if [[ -n $hot ]]; then
+    # The list's names are matched to this build's symbols at the link.
+    cross=
+    [[ $a == "$host" ]] || cross=$a-linux-gnu-
+    mkdir -p "$(dirname "$order")"
+    export BERTH_LINKER=${cross}gcc BERTH_NM=${cross}nm BERTH_HOT_SYMBOLS=$(realpath "$hot") BERTH_HOT_ORDER=$(realpath -m "$order")
+    # Cargo links again when its arguments change, not when a file they
+    # name does: the list's and the linker's digest is one of them.
+    final+=(-C "linker=$PWD/shim/link-hot-first.sh" --cfg "berth_hot_order=\"$(cat "$hot" shim/link-hot-first.sh | sha256sum | cut -c1-16)\"")
+  fi
   read -r -a extra <<<"${DIST_RUSTC_ARGS:-}"
   final+=("${extra[@]}")
   log "cargo rustc --profile dist --target $triple ${final[*]:+-- ${final[*]}}"
   cargo rustc --locked --profile dist --target "$triple" -p berth-shim --bin containerd-shim-berth-v1 ${final[@]:+-- "${final[@]}"}
+  if [[ -f $order.matched ]]; then
+    read -r matched listed exactly <"$order.matched"
+    echo "hot symbols: $matched of the $listed Rust names in $hot matched ($exactly exactly); $(wc -l <"$order") symbols laid out first"
+    ((matched * 10 >= listed * 9)) || echo "dist.sh: warning: $hot no longer fits this build; an idle shim maps more of the binary until bench/hot_symbols.py measures it again" >&2
+  fi
   name=berth-$version-$a-linux
   stage=$dist/$name
   rm -rf "$stage"
