@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Measures which functions a shim runs, and writes shim/hot-symbols-ARCH.txt
 (ARCH: this machine's), the order in which ./dist.sh lays them out for
-that architecture (lld's --symbol-ordering-file).
+that architecture (lld's --symbol-ordering-file, through
+shim/link-hot-first.sh, which matches the names to a build's symbols).
 
 Usage: hot_symbols.py [OUT]   (root; default OUT shim/hot-symbols-ARCH.txt)
 
@@ -157,7 +158,7 @@ def main():
     seen = set(first)
     then = [n for n in ran(phase_b) if n not in seen]
     data = [s[3] for s in syms if s[2] in "rR" and any(p in phase_b for p in range(s[0] // PAGE * PAGE, s[0] + s[1], PAGE))]
-    commit = run("git", "-C", ROOT, "rev-parse", "--short", "HEAD")
+    commit = run("git", "-C", ROOT, "describe", "--always", "--dirty")
     sizes = {s[3]: s[1] for s in text}
     size = lambda names: sum(sizes[n] for n in names)  # noqa: E731
     with open(out_path, "w") as f:
