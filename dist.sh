@@ -112,12 +112,13 @@ for a in "${arches[@]}"; do
   [[ -z $hot || -f $hot ]] || { log "no $hot: $a is linked in the default order"; hot=; }
   final=()
   order=$target_dir/$triple/dist/hot-order.txt
+  rm -f "$order.matched"
   if [[ -n $hot ]]; then
     # The list's names are matched to this build's symbols at the link.
-    cross=
-    [[ $a == "$host" ]] || cross=$a-linux-gnu-
+    linker=cc nm=nm
+    [[ $a == "$host" ]] || linker=$a-linux-gnu-gcc nm=$a-linux-gnu-nm
     mkdir -p "$(dirname "$order")"
-    export BERTH_LINKER=${cross}gcc BERTH_NM=${cross}nm BERTH_HOT_SYMBOLS=$(realpath "$hot") BERTH_HOT_ORDER=$(realpath -m "$order")
+    export BERTH_LINKER=$linker BERTH_NM=$nm BERTH_HOT_SYMBOLS=$(realpath "$hot") BERTH_HOT_ORDER=$(realpath -m "$order")
     # Cargo links again when its arguments change, not when a file they
     # name does: the list's and the linker's digest is one of them.
     final+=(-C "linker=$PWD/shim/link-hot-first.sh" --cfg "berth_hot_order=\"$(cat "$hot" shim/link-hot-first.sh | sha256sum | cut -c1-16)\"")

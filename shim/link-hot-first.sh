@@ -30,8 +30,16 @@ for arg in "$@"; do
   fi
 done
 
-"${BERTH_NM:-nm}" --defined-only --format=just-symbols "${objects[@]}" 2>/dev/null |
-  awk -v list="$BERTH_HOT_SYMBOLS" -v matched="$BERTH_HOT_ORDER.matched" '
+# The objects' symbols. Without them (no object, or nm failing on one) the
+# link goes on in the default order: the list costs memory, never a build.
+symbols=$(mktemp)
+trap 'rm -f "$symbols"' EXIT
+if ((${#objects[@]} == 0)) || ! "${BERTH_NM:-nm}" --defined-only --format=just-symbols "${objects[@]}" >"$symbols" 2>"$symbols.err"; then
+  echo "link-hot-first.sh: could not read the symbols of ${objects[*]:-(no objects)}: $(head -c 300 "$symbols.err" 2>/dev/null); linking in the default order" >&2
+  : >"$symbols"
+fi
+rm -f "$symbols.err"
+awk -v list="$BERTH_HOT_SYMBOLS" -v matched="$BERTH_HOT_ORDER.matched" '
     function rust(s) { return s ~ /^(_ZN|_R)/ }
     function key(s) {
       sub(/[.][0-9]+$/, "", s)
@@ -66,6 +74,6 @@ done
         else if (i in c) printf "%s", c[i]
       }
       print found + 0, rust_names + 0, exactly + 0 > matched
-    }' >"$BERTH_HOT_ORDER"
+    }' "$symbols" >"$BERTH_HOT_ORDER"
 
-exec "$BERTH_LINKER" "$@" "-Wl,--symbol-ordering-file=$BERTH_HOT_ORDER" -Wl,--no-warn-symbol-ordering
+"$BERTH_LINKER" "$@" "-Wl,--symbol-ordering-file=$BERTH_HOT_ORDER" -Wl,--no-warn-symbol-ordering

@@ -392,14 +392,17 @@ mod tests {
     /// The engine's pool keeps bookkeeping for every slot it holds from the
     /// shim's start, in every shim: a pod's shim must not pay for slots no
     /// guest uses. With eight tables and four memories a guest it held
-    /// 269 KB for the default pool; 154 KB with four tables and two
-    /// memories.
+    /// 269 KB for the default pool of 256 (1,051 bytes a guest); 154 KB
+    /// with four tables and two memories (603).
     #[test]
     fn the_engine_of_a_shim_holds_little_memory() {
         let before = crate::alloc_count::live_bytes();
         let engine = WasmEngine::new(&EngineOptions { pool_instances: POOL_INSTANCES, max_memory_bytes: MAX_MEMORY }).unwrap();
         let held = crate::alloc_count::live_bytes() - before;
-        assert_eq!(engine.pool_instances(), POOL_INSTANCES, "the pool was made smaller than asked, so this measures less than a shim holds");
-        assert!(held < 200_000, "the engine holds {held} bytes");
+        // A pool smaller than asked (a small address space) still measures
+        // its bookkeeping a guest; on-demand allocation would measure none.
+        assert!(engine.pooled(), "no instance pool fits this process's address space: nothing to measure");
+        let per_guest = held / i64::from(engine.pool_instances());
+        assert!(per_guest < 800, "the engine holds {held} bytes, {per_guest} a guest");
     }
 }

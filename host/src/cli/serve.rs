@@ -76,16 +76,17 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
         plan.limits.memory_bytes = Some(parse_size(m).context("--memory")?);
     }
     let engine = WasmEngine::new(&EngineOptions { pool_instances: limits.slots as u32 + SPARE_INSTANCES, max_memory_bytes: 4 << 30 })?;
-    // A smaller pool than asked (a small address space) bounds concurrency;
-    // the rest of the requests queue instead of failing.
-    let pool = engine.pool_instances();
+    let runtime = Arc::new(Runtime::new(engine, Cache::new(crate::paths::cache_dir()), crate::wasm::load::DEFAULT_MAX_MODULE_BYTES));
+    let prepared = runtime.prepare(&plan)?;
+    // A smaller pool than asked (a small address space), or a component
+    // with more memories or tables than the pool holds a guest, bounds
+    // concurrency; the rest of the requests queue instead of failing.
+    let pool = runtime.guests_fitting(&prepared);
     let fits = pool.saturating_sub(SPARE_INSTANCES.min(pool / 4)).max(1) as usize;
     if fits < limits.slots {
         tracing::info!(max_concurrency = limits.slots, serving = fits, "serving fewer requests at once than --max-concurrency asks; the others queue");
         limits.slots = fits;
     }
-    let runtime = Arc::new(Runtime::new(engine, Cache::new(crate::paths::cache_dir()), crate::wasm::load::DEFAULT_MAX_MODULE_BYTES));
-    let prepared = runtime.prepare(&plan)?;
     let service = Arc::new(HttpService::new(runtime, &prepared, &plan)?);
     serve_until_signalled(service, args.addr, None, limits, grace)
 }

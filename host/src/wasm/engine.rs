@@ -41,6 +41,9 @@ pub struct WasmEngine {
     pub(crate) options: EngineOptions,
     /// Compile in a child process ([`WasmEngine::compile_in_child`]).
     pub(crate) compile_in_child: bool,
+    /// Whether instances come from a pool (else they are allocated on
+    /// demand: no pool fitted the address space).
+    pooled: bool,
 }
 
 fn base_config() -> Config {
@@ -51,6 +54,11 @@ fn base_config() -> Config {
 
 /// The smallest pool worth making; below it the on-demand allocator serves.
 const MIN_POOL_INSTANCES: u32 = 8;
+
+/// Memory and table slots the pool holds for each guest it holds (see
+/// [`WasmEngine::guests_fitting`] for guests that need more).
+const MEMORIES_PER_GUEST: u32 = 2;
+const TABLES_PER_GUEST: u32 = 4;
 
 fn pooled_config(instances: u32, max_memory_bytes: usize) -> Config {
     let mut pool = PoolingAllocationConfig::new();
@@ -64,8 +72,8 @@ fn pooled_config(instances: u32, max_memory_bytes: usize) -> Config {
     // cost nothing until used.
     pool.total_component_instances(instances)
         .total_core_instances(instances * 8)
-        .total_memories(instances * 2)
-        .total_tables(instances * 4)
+        .total_memories(instances * MEMORIES_PER_GUEST)
+        .total_tables(instances * TABLES_PER_GUEST)
         .total_stacks(instances)
         // A store has at most one GC heap; wasmtime's default (1000) would
         // hold bookkeeping for more than the pool can run.
@@ -88,13 +96,13 @@ impl WasmEngine {
     pub fn new(opts: &EngineOptions) -> Result<Self, EngineError> {
         let asked = opts.pool_instances.max(1);
         let mut n = asked;
-        let (engine, made) = loop {
+        let (engine, made, pooled) = loop {
             match Engine::new(&pooled_config(n, opts.max_memory_bytes)) {
-                Ok(e) => break (e, n),
+                Ok(e) => break (e, n, true),
                 Err(_) if n > MIN_POOL_INSTANCES => n = (n * 3 / 4).max(MIN_POOL_INSTANCES),
                 Err(err) => {
                     tracing::warn!(error = %err, pool_instances = n, "no instance pool fits this process's address space; using on-demand allocation");
-                    break (Engine::new(&base_config()).map_err(EngineError)?, asked);
+                    break (Engine::new(&base_config()).map_err(EngineError)?, asked, false);
                 }
             }
         };
@@ -109,7 +117,25 @@ impl WasmEngine {
         start_ticker(&engine);
         let compat_key = compatibility_key(&engine);
         let options = EngineOptions { pool_instances: made, ..opts.clone() };
-        Ok(WasmEngine { engine, compat_key, options, compile_in_child: false })
+        Ok(WasmEngine { engine, compat_key, options, compile_in_child: false, pooled })
+    }
+
+    /// Whether instances come from a pool: false where none fitted the
+    /// address space (see [`WasmEngine::new`]).
+    pub fn pooled(&self) -> bool {
+        self.pooled
+    }
+
+    /// How many guests that each define `memories` memories and `tables`
+    /// tables run at once: [`WasmEngine::pool_instances`], or fewer where
+    /// such guests would use up the pool's memory or table slots first.
+    pub fn guests_fitting(&self, memories: u32, tables: u32) -> u32 {
+        let instances = self.pool_instances();
+        if !self.pooled {
+            return instances;
+        }
+        let by = |slots_per_guest: u32, each: u32| (instances * slots_per_guest).checked_div(each).unwrap_or(u32::MAX);
+        instances.min(by(MEMORIES_PER_GUEST, memories)).min(by(TABLES_PER_GUEST, tables))
     }
 
     /// How many instances run at once: the pool made (which may be smaller
@@ -167,5 +193,23 @@ fn start_ticker(engine: &Engine) {
     });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the epoch ticker; timeouts and signals will not stop busy guests");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guests that need more memories or tables than the pool holds a
+    /// guest fit fewer at once; `berth serve` sizes its request slots by it.
+    #[test]
+    fn guests_needing_more_slots_fit_fewer() {
+        let engine = WasmEngine::new(&EngineOptions::single()).unwrap();
+        assert!(engine.pooled());
+        let n = engine.pool_instances();
+        assert_eq!(engine.guests_fitting(0, 0), n);
+        assert_eq!(engine.guests_fitting(MEMORIES_PER_GUEST, TABLES_PER_GUEST), n);
+        assert_eq!(engine.guests_fitting(MEMORIES_PER_GUEST + 1, 1), n * MEMORIES_PER_GUEST / (MEMORIES_PER_GUEST + 1));
+        assert_eq!(engine.guests_fitting(1, TABLES_PER_GUEST * 2), n / 2);
     }
 }

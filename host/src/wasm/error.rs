@@ -37,7 +37,7 @@ pub enum RunError {
     NoExport { name: String, export: String, hint: String },
     #[error("calling {export} in {name}: {reason}")]
     Invoke { name: String, export: String, reason: String },
-    #[error("this process already runs as many guests as its engine's pool holds; for the shim, raise BERTH_SHIM_MAX_GUESTS in containerd's environment or spread the containers over more groups")]
+    #[error("the engine's pool has no free slot for another guest (an instance, or the memories, tables or stack it needs); for the shim, raise BERTH_SHIM_MAX_GUESTS in containerd's environment or spread the containers over more groups")]
     PoolFull(#[source] wasmtime::Error),
 }
 

@@ -130,6 +130,20 @@ impl Runtime {
         &self.engine
     }
 
+    /// How many instances of `prepared` the engine runs at once (see
+    /// [`WasmEngine::guests_fitting`]).
+    pub fn guests_fitting(&self, prepared: &Prepared) -> u32 {
+        let needs = match prepared.loaded() {
+            Loaded::Module(m) => Some(m.resources_required()),
+            // None: it imports core modules, which no linker here provides.
+            Loaded::Component(c) => c.resources_required(),
+        };
+        match needs {
+            Some(r) => self.engine.guests_fitting(r.num_memories, r.num_tables),
+            None => self.engine.pool_instances(),
+        }
+    }
+
     /// Opens, reads and compiles (or loads from cache) the plan's code.
     pub fn prepare(&self, plan: &RunPlan) -> Result<Prepared, RunError> {
         let (name, bytes) = self.read_source(&plan.entrypoint.source)?;

@@ -211,7 +211,7 @@ mod tests {
     /// What a running guest keeps, for as long as it runs, is its call's
     /// state once: the future `start` returns only waits on the guest's
     /// (boxed, or a task of the pod's runtime), and the guest's holds the
-    /// run's state without copies. These were 7,072 and 7,040 bytes: three
+    /// run's state without copies. These were 7,040 and 7,072 bytes: three
     /// copies of the call's state, and the whole of it again in the future
     /// that waited on a pod guest's task.
     #[tokio::test]
