@@ -111,8 +111,10 @@ for a in "${arches[@]}"; do
   hot=${HOT_SYMBOLS-shim/hot-symbols-$a.txt}
   [[ -z $hot || -f $hot ]] || { log "no $hot: $a is linked in the default order"; hot=; }
   final=()
+  # The count of the last link with this list (a build cargo finds fresh
+  # does not link again); none without a list.
   order=$target_dir/$triple/dist/hot-order.txt
-  rm -f "$order.matched"
+  [[ -n $hot ]] || rm -f "$order.matched"
   if [[ -n $hot ]]; then
     # The list's names are matched to this build's symbols at the link.
     linker=cc nm=nm

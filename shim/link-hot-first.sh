@@ -11,8 +11,8 @@
 # names goes stale at the first new dependency. Here each listed Rust name
 # the build has exactly takes its place in the order; for one it lacks,
 # every symbol of the Rust objects being linked with the same name, so
-# stripped, does. Other
-# names (C: the libc, zstd, ring) are stable and passed on as they are.
+# stripped, does. Other names (C: the libc, zstd, ring) are stable and
+# passed on as they are.
 #
 # Writes the ordering to $BERTH_HOT_ORDER, and to $BERTH_HOT_ORDER.matched
 # how many of the listed Rust names (without hash) matched, of how many,
@@ -33,12 +33,11 @@ done
 # The objects' symbols. Without them (no object, or nm failing on one) the
 # link goes on in the default order: the list costs memory, never a build.
 symbols=$(mktemp)
-trap 'rm -f "$symbols"' EXIT
+trap 'rm -f "$symbols" "$symbols.err"' EXIT
 if ((${#objects[@]} == 0)) || ! "${BERTH_NM:-nm}" --defined-only --format=just-symbols "${objects[@]}" >"$symbols" 2>"$symbols.err"; then
   echo "link-hot-first.sh: could not read the symbols of ${objects[*]:-(no objects)}: $(head -c 300 "$symbols.err" 2>/dev/null); linking in the default order" >&2
   : >"$symbols"
 fi
-rm -f "$symbols.err"
 awk -v list="$BERTH_HOT_SYMBOLS" -v matched="$BERTH_HOT_ORDER.matched" '
     function rust(s) { return s ~ /^(_ZN|_R)/ }
     function key(s) {
