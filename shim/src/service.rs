@@ -152,6 +152,7 @@ fn fork_server(flags: Flags, lock: &std::fs::File) -> Result<(), ServiceError> {
 
 /// Runs the task server (`flags.socket`) to its end; the exit status.
 pub fn run_server(flags: &Flags) -> i32 {
+    one_malloc_arena();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(cpus()).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -167,6 +168,24 @@ pub fn run_server(flags: &Flags) -> i32 {
             eprintln!("containerd-shim-berth-v1: {e}");
             1
         }
+    }
+}
+
+/// Makes every thread of this process allocate from one malloc arena.
+/// Must run before the process starts a thread.
+///
+/// glibc gives each thread that allocates an arena of its own (up to
+/// eight per CPU), each with its own free chunks and slack: in an idle
+/// shim holding one guest, three arenas beside the main heap kept about
+/// 110 KiB more than one does, in every pod's shim. A thread's small
+/// allocations come from its own cache (glibc's tcache) without taking
+/// the arena's lock, so the threads contend for it rarely.
+fn one_malloc_arena() {
+    // SAFETY: mallopt sets one of malloc's tunables; it is called before
+    // any other thread of this process exists.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
@@ -252,6 +271,60 @@ fn signal_started() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The arenas glibc's malloc has made in this process, from the report
+    /// `malloc_info` writes (a `<heap>` element for each).
+    #[cfg(target_env = "gnu")]
+    fn malloc_arenas() -> usize {
+        let mut buf: *mut libc::c_char = std::ptr::null_mut();
+        let mut len = 0;
+        // SAFETY: open_memstream writes the buffer's address and length to
+        // the two locals; malloc_info writes to the stream it made, which
+        // fclose flushes and closes. The buffer is then read once within
+        // the length written and freed as open_memstream documents.
+        let report = unsafe {
+            let stream = libc::open_memstream(&mut buf, &mut len);
+            assert!(!stream.is_null(), "open_memstream: {}", std::io::Error::last_os_error());
+            assert_eq!(libc::malloc_info(0, stream), 0, "malloc_info");
+            assert_eq!(libc::fclose(stream), 0, "fclose");
+            let report = String::from_utf8_lossy(std::slice::from_raw_parts(buf.cast::<u8>(), len)).into_owned();
+            libc::free(buf.cast());
+            report
+        };
+        report.matches("<heap nr=").count()
+    }
+
+    #[cfg(target_env = "gnu")]
+    #[test]
+    fn threads_the_server_starts_share_one_malloc_arena() {
+        if !crate::alone::in_own_process("service::tests::threads_the_server_starts_share_one_malloc_arena") {
+            return;
+        }
+        let before = malloc_arenas();
+        one_malloc_arena();
+        // Eight threads, all alive at once, each holding what it allocated:
+        // glibc would otherwise give each an arena of its own.
+        let barrier = Arc::new(std::sync::Barrier::new(9));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let held: Vec<Box<[u8; 64]>> = (0..100).map(|i| Box::new([i; 64])).collect();
+                    barrier.wait();
+                    barrier.wait();
+                    held.iter().map(|b| b[63] as usize).sum::<usize>()
+                })
+            })
+            .collect();
+        barrier.wait();
+        let during = malloc_arenas();
+        barrier.wait();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), (0..100).sum::<usize>());
+        }
+        assert!(before >= 1, "malloc_info reported no arena");
+        assert_eq!(during, before, "threads started after one_malloc_arena made arenas of their own");
+    }
 
     #[test]
     fn starts_make_the_socket_directory_on_a_fresh_node() {
