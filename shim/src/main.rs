@@ -34,7 +34,7 @@ fn main() {
     if !invoked_as_shim(args.first()) {
         std::process::exit(berth_host::cli::main());
     }
-    let flags = match containerd_shim::parse(&args[1..]) {
+    let mut flags = match containerd_shim::parse(&args[1..]) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("containerd-shim-berth-v1: {e}");
@@ -44,10 +44,11 @@ fn main() {
     if flags.info {
         std::process::exit(info::print());
     }
-    let code = match flags.action.as_str() {
+    let action = std::mem::take(&mut flags.action);
+    let code = match action.as_str() {
         "start" => service::start(flags),
         "delete" => service::delete(&flags),
-        "" => service::run_server(&flags),
+        "" => service::run_server(flags),
         other => {
             eprintln!("containerd-shim-berth-v1: unknown action {other:?}; containerd calls start, delete, or no action");
             1

@@ -29,6 +29,8 @@ pub enum ServiceError {
     Options(#[from] crate::options::OptionsError),
     #[error("the shim server exited as it started (status {0})")]
     ServerExited(i32),
+    #[error("the shim server panicked: {0}")]
+    Panicked(String),
     #[error("TTRPC_ADDRESS is not set")]
     NoTtrpcAddress,
     #[error("{what}")]
@@ -134,7 +136,7 @@ fn fork_server(flags: Flags, lock: &std::fs::File) -> Result<(), ServiceError> {
             libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), libc::STDERR_FILENO);
         }
         drop((ready_w, null));
-        std::process::exit(run_server(&flags));
+        std::process::exit(run_server(flags));
     }
     drop(ready_w);
     let mut ready = std::fs::File::from(ready_r);
@@ -151,7 +153,7 @@ fn fork_server(flags: Flags, lock: &std::fs::File) -> Result<(), ServiceError> {
 }
 
 /// Runs the task server (`flags.socket`) to its end; the exit status.
-pub fn run_server(flags: &Flags) -> i32 {
+pub fn run_server(flags: Flags) -> i32 {
     one_malloc_arena();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(cpus()).enable_all().build() {
         Ok(rt) => rt,
@@ -160,7 +162,17 @@ pub fn run_server(flags: &Flags) -> i32 {
             return 1;
         }
     };
-    match rt.block_on(serve(flags)) {
+    // The server runs on the runtime's workers; this thread, which would
+    // only wait for it, advances the wasm engine's epoch meanwhile (a
+    // thread less in every shim).
+    let server = berth_host::wasm::engine::tick_epochs_here(|ticking| {
+        rt.spawn(async move {
+            let _ticking = ticking;
+            serve(flags).await
+        })
+    });
+    let served = rt.block_on(server).unwrap_or_else(|e| Err(ServiceError::Panicked(e.to_string())));
+    match served {
         Ok(()) => 0,
         Err(e) => {
             let e = berth_host::error::chain(&e);
@@ -224,7 +236,8 @@ pub fn delete(flags: &Flags) -> i32 {
 /// Serves the task API on `flags.socket` until the last container is
 /// deleted. When another shim of the group already serves that socket,
 /// returns at once: that shim takes the container.
-pub async fn serve(flags: &Flags) -> Result<(), ServiceError> {
+pub async fn serve(flags: Flags) -> Result<(), ServiceError> {
+    let flags = &flags;
     crate::logging::init(flags.debug, &flags.namespace, &flags.id);
     let path = socket_path(&flags.socket);
     if Path::new(path).exists() {

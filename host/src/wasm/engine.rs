@@ -48,7 +48,13 @@ pub struct WasmEngine {
 
 fn base_config() -> Config {
     let mut c = Config::new();
-    c.epoch_interruption(true).wasm_component_model(true).max_wasm_stack(MAX_WASM_STACK).wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+    c.epoch_interruption(true)
+        .wasm_component_model(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        // Source lines from a guest's DWARF would need wasmtime's addr2line
+        // feature (200 KB of berth's binary); a trap's backtrace names
+        // functions, as `wasmtime run` does by default.
+        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
     c
 }
 
@@ -120,6 +126,11 @@ impl WasmEngine {
         Ok(WasmEngine { engine, compat_key, options, compile_in_child: false, pooled })
     }
 
+    /// The Wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Whether instances come from a pool: false where none fitted the
     /// address space (see [`WasmEngine::new`]).
     pub fn pooled(&self) -> bool {
@@ -181,8 +192,72 @@ impl std::hash::Hasher for Sha256Hasher {
     }
 }
 
-/// Bumps the epoch every [`EPOCH_TICK`] until the engine is dropped.
+/// Engines whose epoch a thread of the process advances (see
+/// [`tick_epochs_here`]), and whether one does.
+struct Ticked {
+    here: bool,
+    stop: bool,
+    engines: Vec<wasmtime::EngineWeak>,
+}
+
+static TICKED: std::sync::Mutex<Ticked> = std::sync::Mutex::new(Ticked { here: false, stop: false, engines: Vec::new() });
+static TICKED_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
+
+fn ticked() -> std::sync::MutexGuard<'static, Ticked> {
+    TICKED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Makes the calling thread advance the epoch of every engine made from
+/// now on, every [`EPOCH_TICK`], instead of a thread of each engine's own.
+/// `start` gets the guard that ends it: this returns once the guard is
+/// dropped (from any thread). The thread sleeps while no engine exists.
+///
+/// A thread that would otherwise only wait (the shim server's main
+/// thread) saves the process a thread: its stack's pages (~20 KiB) and
+/// the kernel's task, in every pod's shim.
+pub fn tick_epochs_here<T>(start: impl FnOnce(TickerStop) -> T) -> T {
+    ticked().here = true;
+    let started = start(TickerStop(()));
+    let mut t = ticked();
+    while !t.stop {
+        if t.engines.is_empty() {
+            t = TICKED_CHANGED.wait(t).unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        drop(t);
+        std::thread::sleep(EPOCH_TICK);
+        t = ticked();
+        t.engines.retain(|weak| weak.upgrade().map(|e| e.increment_epoch()).is_some());
+    }
+    // Engines made from now on tick themselves; those made before are
+    // ticked no more (the process is ending).
+    t.here = false;
+    t.stop = false;
+    started
+}
+
+/// Ends [`tick_epochs_here`] when dropped.
+pub struct TickerStop(());
+
+impl Drop for TickerStop {
+    fn drop(&mut self) {
+        ticked().stop = true;
+        TICKED_CHANGED.notify_all();
+    }
+}
+
+/// Bumps the epoch every [`EPOCH_TICK`] until the engine is dropped: on a
+/// thread of the engine's own, or on the thread [`tick_epochs_here`] made
+/// the ticker.
 fn start_ticker(engine: &Engine) {
+    {
+        let mut t = ticked();
+        if t.here {
+            t.engines.push(engine.weak());
+            TICKED_CHANGED.notify_all();
+            return;
+        }
+    }
     let weak = engine.weak();
     let spawned = std::thread::Builder::new().name("berth-epoch".into()).spawn(move || loop {
         std::thread::sleep(EPOCH_TICK);
