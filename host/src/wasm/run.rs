@@ -347,10 +347,43 @@ fn classify(r: wasmtime::Result<()>) -> Exit {
 
 /// The trap and its wasm backtrace, one cause per line (no host backtrace).
 fn describe_trap(e: &wasmtime::Error) -> String {
-    let mut out = e.to_string();
-    for cause in e.chain().skip(1) {
-        out.push_str("\ncaused by: ");
-        out.push_str(&cause.to_string());
+    // The backtrace is one of the chain's causes; it is shown with its
+    // Rust function names demangled.
+    let backtrace = e.downcast_ref::<wasmtime::WasmBacktrace>().map(|b| (b.to_string(), describe_backtrace(b)));
+    let mut out = String::new();
+    for (i, cause) in e.chain().enumerate() {
+        if i > 0 {
+            out.push_str("\ncaused by: ");
+        }
+        let text = cause.to_string();
+        match &backtrace {
+            Some((raw, shown)) if *raw == text => out.push_str(shown),
+            _ => out.push_str(&text),
+        }
+    }
+    out
+}
+
+/// A wasm backtrace as wasmtime writes it, with the names of Rust functions
+/// demangled. (wasmtime's own demangling also reads C++ names, with a
+/// demangler of 120 KB that berth's binary leaves out; they are shown as
+/// the guest named them.)
+fn describe_backtrace(b: &wasmtime::WasmBacktrace) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("error while executing at wasm backtrace:");
+    for (i, frame) in b.frames().iter().enumerate() {
+        let module = frame.module().name().unwrap_or("<unknown>");
+        let _ = write!(out, "\n  {i:>3}: ");
+        if let Some(offset) = frame.module_offset() {
+            let _ = write!(out, "{offset:#8x} - ");
+        }
+        let _ = match frame.func_name() {
+            Some(name) => match rustc_demangle::try_demangle(name) {
+                Ok(demangled) => write!(out, "{module}!{demangled:#}"),
+                Err(_) => write!(out, "{module}!{name}"),
+            },
+            None => write!(out, "{module}!<wasm function {}>", frame.func_index()),
+        };
     }
     out
 }
@@ -358,6 +391,24 @@ fn describe_trap(e: &wasmtime::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A trapping guest's backtrace names its Rust functions as the source
+    /// does, not as the linker does.
+    #[test]
+    fn trap_backtraces_demangle_rust_names() {
+        let wat = r#"(module $guest
+            (func $_ZN5guest5inner17h0123456789abcdefE unreachable)
+            (func $outer (export "run") call $_ZN5guest5inner17h0123456789abcdefE))"#;
+        let engine = wasmtime::Engine::default();
+        let module = wasmtime::Module::new(&engine, wat).unwrap();
+        let mut store = Store::new(&engine, ());
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let run = instance.get_typed_func::<(), ()>(&mut store, "run").unwrap();
+        let e = run.call(&mut store, ()).unwrap_err();
+        let text = describe_trap(&e);
+        assert!(text.contains("guest!guest::inner\n") && text.contains("guest!outer"), "{text}");
+        assert!(text.contains("unreachable") && !text.contains("_ZN"), "{text}");
+    }
 
     /// A guest's future lives as long as the guest, and an HTTP request's
     /// as long as the request: metering must not hold a second copy of it.
