@@ -17,17 +17,16 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Event, Metadata, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::util::SubscriberInitExt;
 
 pub fn init(debug: bool, namespace: &str, id: &str) {
     let default = if debug { "debug" } else { "info,libcontainer=error,libcgroups=error" };
-    let (filter, bad) = match std::env::var("BERTH_LOG") {
-        Ok(v) => match v.parse::<Targets>() {
-            Ok(t) => (t, None),
-            Err(e) => (default.parse().expect("the default filter parses"), Some((v, e))),
-        },
-        Err(_) => (default.parse().expect("the default filter parses"), None),
+    let asked = std::env::var("BERTH_LOG").ok().map(|v| v.parse::<Targets>().map_err(|e| (v, e)));
+    let (filter, bad) = match asked {
+        Some(Ok(t)) => (t, None),
+        other => (default.parse().expect("the default filter parses"), other.and_then(Result::err)),
     };
     // The log FIFO: read-write so the open never blocks on a missing reader.
     let _ = match std::fs::OpenOptions::new().read(true).write(true).open("log") {
@@ -52,7 +51,10 @@ impl ShimLog {
     }
 
     fn line(event: &Event<'_>, now: std::time::SystemTime) -> String {
-        let meta = event.metadata();
+        // A `log` record comes as an event of tracing-log's, its own target
+        // and place in `log.*` fields.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let mut line = format!("{} {:>5} {}: ", humantime::format_rfc3339_micros(now), meta.level(), meta.target());
         let mut fields = Fields { line: &mut line, first: true };
         event.record(&mut fields);
@@ -69,6 +71,9 @@ struct Fields<'a> {
 
 impl Visit for Fields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name().starts_with("log.") {
+            return;
+        }
         if !self.first {
             self.line.push(' ');
         }
@@ -168,6 +173,15 @@ mod tests {
             assert!(span.is_disabled());
         });
         assert!(text.ends_with(" INFO containerd_shim_berth_v1::logging::tests: inside\n"), "{text}");
+    }
+
+    /// A `log` record (wasmtime and Cranelift write those) shows its own
+    /// target, and not the fields that carry it through `tracing`.
+    #[test]
+    fn log_records_show_their_own_target() {
+        let _ = tracing_log::LogTracer::init();
+        let text = logged("info", || tracing_log::log::warn!(target: "wasmtime::runtime", "a log record"));
+        assert!(text.ends_with(" WARN wasmtime::runtime: a log record\n"), "{text}");
     }
 
     /// tracing-subscriber's formatter keeps a span registry whose slab
