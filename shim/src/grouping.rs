@@ -9,6 +9,9 @@ use std::path::Path;
 pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 /// berth's own grouping annotation.
 pub const GROUP: &str = "berth.dev/group";
+/// How the names of the node's group and of `berth.dev/group`s begin.
+const NODE_GROUP: &str = "node:";
+const NAMED_GROUP: &str = "group:";
 
 /// The shim group of the container whose bundle is `bundle`: the node's
 /// in the node-wide mode; else its pod, else its `berth.dev/group`, else
@@ -17,15 +20,22 @@ pub const GROUP: &str = "berth.dev/group";
 /// container can name itself into another's group.
 pub fn group_of(grouping: Grouping, bundle: &Path, id: &str) -> String {
     if grouping == Grouping::Node {
-        return "node:".to_string();
+        return NODE_GROUP.to_string();
     }
     let spec = berth_host::oci::bundle::load_spec(bundle).ok();
     let ann = spec.as_ref().and_then(|s| s.annotations().clone()).unwrap_or_default();
     match (ann.get(SANDBOX_ID), ann.get(GROUP)) {
         (Some(pod), _) if !pod.is_empty() => format!("pod:{pod}"),
-        (_, Some(g)) if !g.is_empty() => format!("group:{g}"),
+        (_, Some(g)) if !g.is_empty() => format!("{NAMED_GROUP}{g}"),
         _ => id.to_string(),
     }
+}
+
+/// Whether `group` (a name from [`group_of`]) may gather any number of
+/// containers: the node's, or a `berth.dev/group`. A pod's holds its few
+/// containers, a loose container's group only it.
+pub fn gathers_many(group: &str) -> bool {
+    group.starts_with(NODE_GROUP) || group.starts_with(NAMED_GROUP)
 }
 
 /// The file of a socket address as containerd writes them (`unix://PATH`
@@ -58,6 +68,12 @@ mod tests {
         }
         for dir in [&pod, &group, &loose] {
             assert_eq!(group_of(Grouping::Node, dir.path(), "c"), "node:");
+            assert!(gathers_many(&group_of(Grouping::Node, dir.path(), "c")));
         }
+        assert!(gathers_many(&group_of(Grouping::Pod, group.path(), "c2")));
+        assert!(!gathers_many(&group_of(Grouping::Pod, pod.path(), "c1")));
+        assert!(!gathers_many(&group_of(Grouping::Pod, loose.path(), "c3")));
+        // A loose container's id cannot pass for a shared group's name.
+        assert!(!gathers_many(&group_of(Grouping::Pod, loose.path(), "group-x")));
     }
 }

@@ -48,7 +48,8 @@ fn main() {
     let code = match action.as_str() {
         "start" => service::start(flags),
         "delete" => service::delete(&flags),
-        "" => service::run_server(flags),
+        // Not run by containerd: a server for any number of containers.
+        "" => service::run_server(flags, true),
         other => {
             eprintln!("containerd-shim-berth-v1: unknown action {other:?}; containerd calls start, delete, or no action");
             1

@@ -97,6 +97,26 @@ fn from_options(input: &[u8]) -> Result<ShimConfig, OptionsError> {
     parse(body).map_err(invalid)
 }
 
+/// The count the environment variable `name` (in containerd's
+/// environment, which shims inherit) sets: a number from 1 to `max`;
+/// `default` when it is unset, and, with a warning naming it, when it is
+/// anything else.
+pub fn env_count(name: &str, default: u32, max: u32) -> u32 {
+    let value = std::env::var_os(name);
+    count_setting(name, value.as_deref().map(|v| v.to_string_lossy()).as_deref(), default, max)
+}
+
+fn count_setting(name: &str, value: Option<&str>, default: u32, max: u32) -> u32 {
+    let Some(value) = value else { return default };
+    match value.parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => n,
+        _ => {
+            tracing::warn!(value, default, "{name} is not a number from 1 to {max}; using the default");
+            default
+        }
+    }
+}
+
 /// Reads and checks the config file at `path`.
 pub fn load(path: &Path) -> Result<ShimConfig, OptionsError> {
     use std::io::Read;
@@ -132,6 +152,16 @@ fn parse(text: &str) -> Result<ShimConfig, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_count_setting_is_a_number_in_its_range_or_the_default() {
+        assert_eq!(count_setting("N", None, 7, 10), 7);
+        assert_eq!(count_setting("N", Some("3"), 7, 10), 3);
+        assert_eq!(count_setting("N", Some("10"), 7, 10), 10);
+        for bad in ["0", "11", "-1", "two", "", " 3"] {
+            assert_eq!(count_setting("N", Some(bad), 7, 10), 7, "{bad:?}");
+        }
+    }
 
     fn any(type_url: &str, options: &Options) -> Vec<u8> {
         Any { type_url: type_url.into(), value: options.write_to_bytes().unwrap(), ..Default::default() }.write_to_bytes().unwrap()

@@ -4,7 +4,7 @@
 //! containerd 1.6 and 1.7 speak task API v2 and read a bare socket address
 //! from `start`; newer containerd speaks v3. The messages are the same on
 //! the wire, so one task service is registered under both names.
-use crate::grouping::{group_of, socket_path};
+use crate::grouping::{gathers_many, group_of, socket_path};
 use crate::task::TaskService;
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::publisher::RemotePublisher;
@@ -75,7 +75,7 @@ pub fn start(mut flags: Flags) -> i32 {
         if std::os::unix::net::UnixStream::connect(socket_path(&address)).is_err() {
             flags.action.clear();
             flags.socket = address.clone();
-            fork_server(flags, &lock)?;
+            fork_server(flags, gathers_many(&group), &lock)?;
         }
         drop(lock);
         std::fs::write(cwd.join("address"), &address).map_err(io(|| "writing the address file".into()))?;
@@ -108,10 +108,11 @@ fn lock_starts(socket: &Path) -> Result<std::fs::File, ServiceError> {
     Ok(f)
 }
 
-/// Forks the server for `flags.socket` and returns once it serves (or
-/// fails with its exit status). The child lets go of `lock`, which this
-/// process holds until it has an answer.
-fn fork_server(flags: Flags, lock: &std::fs::File) -> Result<(), ServiceError> {
+/// Forks the server for `flags.socket` (of a group that `many` says may
+/// gather any number of containers) and returns once it serves (or fails
+/// with its exit status). The child lets go of `lock`, which this process
+/// holds until it has an answer.
+fn fork_server(flags: Flags, many: bool, lock: &std::fs::File) -> Result<(), ServiceError> {
     let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| io(|| "making a pipe".into())(e.into()))?;
     let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(io(|| "opening /dev/null".into()))?;
     // SAFETY: the process is single-threaded here (no runtime, no logging
@@ -136,7 +137,7 @@ fn fork_server(flags: Flags, lock: &std::fs::File) -> Result<(), ServiceError> {
             libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), libc::STDERR_FILENO);
         }
         drop((ready_w, null));
-        std::process::exit(run_server(flags));
+        std::process::exit(run_server(flags, many));
     }
     drop(ready_w);
     let mut ready = std::fs::File::from(ready_r);
@@ -152,10 +153,37 @@ fn fork_server(flags: Flags, lock: &std::fs::File) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Runs the task server (`flags.socket`) to its end; the exit status.
-pub fn run_server(flags: Flags) -> i32 {
+/// Sets how many worker threads a shim server runs its tasks and wasm
+/// guests on.
+pub const WORKERS_ENV: &str = "BERTH_SHIM_WORKERS";
+/// The most workers the shim of a pod (or of one container) starts, unless
+/// [`WORKERS_ENV`] says otherwise.
+const POD_WORKERS: u32 = 2;
+
+/// Worker threads for a server: a worker for every CPU of `cpus` where the
+/// group may gather any number of containers (`many`: the node's, a
+/// `berth.dev/group`), else at most [`POD_WORKERS`]: one guest computes
+/// while another, or containerd's calls, are served.
+///
+/// tokio starts every worker at once, and each keeps its stack's pages,
+/// its run queue and a kernel task: 16 KiB of a pod's PSS for a worker
+/// that idles, about 40 KiB for one that ran the pod's calls
+/// (`bench/pod_workers.py`). A pod's shim on a 64-CPU node held 64.
+fn default_workers(many: bool, cpus: u32) -> u32 {
+    if many {
+        cpus
+    } else {
+        cpus.min(POD_WORKERS)
+    }
+}
+
+/// Runs the task server (`flags.socket`, of a group that `many` says may
+/// gather any number of containers) to its end; the exit status.
+pub fn run_server(flags: Flags, many: bool) -> i32 {
     one_malloc_arena();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(cpus()).enable_all().build() {
+    crate::logging::init(flags.debug, &flags.namespace, &flags.id);
+    let workers = crate::options::env_count(WORKERS_ENV, default_workers(many, cpus()), 1024);
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers as usize).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("containerd-shim-berth-v1: starting the async runtime: {e}");
@@ -204,8 +232,8 @@ fn one_malloc_arena() {
 /// The CPUs this process may run on. (The standard library's
 /// `available_parallelism`, which tokio would ask, also parses cgroup
 /// files: milliseconds on every shim start.)
-fn cpus() -> usize {
-    rustix::thread::sched_getaffinity(None).map(|set| set.count() as usize).unwrap_or(1).max(1)
+fn cpus() -> u32 {
+    rustix::thread::sched_getaffinity(None).map(|set| set.count()).unwrap_or(1).max(1)
 }
 
 /// `delete`: the shim serving this container is gone; undo its rootfs
@@ -238,7 +266,6 @@ pub fn delete(flags: &Flags) -> i32 {
 /// returns at once: that shim takes the container.
 pub async fn serve(flags: Flags) -> Result<(), ServiceError> {
     let flags = &flags;
-    crate::logging::init(flags.debug, &flags.namespace, &flags.id);
     let path = socket_path(&flags.socket);
     if Path::new(path).exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -263,7 +290,8 @@ pub async fn serve(flags: Flags) -> Result<(), ServiceError> {
     let mut server = Server::new().bind(&flags.socket).map_err(ttrpc(format!("listening on {}", flags.socket)))?.register_service(v3).register_service(v2);
     server.start().await.map_err(ttrpc(format!("serving {}", flags.socket)))?;
     signal_started();
-    tracing::info!(socket = path, shim_pid = std::process::id(), "berth shim serving");
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(socket = path, shim_pid = std::process::id(), workers, "berth shim serving");
     exit.wait().await;
     tracing::info!("berth shim exiting");
     let _ = server.shutdown().await;
@@ -305,6 +333,16 @@ mod tests {
             report
         };
         report.matches("<heap nr=").count()
+    }
+
+    #[test]
+    fn a_pods_shim_starts_two_workers_however_many_cpus_the_node_has() {
+        assert_eq!(default_workers(false, 64), 2);
+        assert_eq!(default_workers(false, 2), 2);
+        assert_eq!(default_workers(false, 1), 1);
+        // The node's shim, or a berth.dev/group's, may gather busy guests.
+        assert_eq!(default_workers(true, 64), 64);
+        assert_eq!(default_workers(true, 1), 1);
     }
 
     #[cfg(target_env = "gnu")]

@@ -23,16 +23,7 @@ const POOL_INSTANCES: u32 = 256;
 pub const MAX_GUESTS_ENV: &str = "BERTH_SHIM_MAX_GUESTS";
 
 fn pool_instances() -> u32 {
-    match std::env::var(MAX_GUESTS_ENV) {
-        Err(_) => POOL_INSTANCES,
-        Ok(v) => match v.parse::<u32>() {
-            Ok(n) if (1..=100_000).contains(&n) => n,
-            _ => {
-                tracing::warn!(value = %v, default = POOL_INSTANCES, "{MAX_GUESTS_ENV} is not a number from 1 to 100000; using the default");
-                POOL_INSTANCES
-            }
-        },
-    }
+    crate::options::env_count(MAX_GUESTS_ENV, POOL_INSTANCES, 100_000)
 }
 /// Largest linear memory of one guest in the shim.
 const MAX_MEMORY: usize = 4 << 30;

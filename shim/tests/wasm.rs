@@ -173,6 +173,21 @@ fn a_full_shim_pool_refuses_the_next_guest_with_the_setting_to_change() {
 }
 
 #[test]
+fn berth_shim_workers_sets_how_many_threads_a_shim_runs_guests_on() {
+    let env = Env::with_env(&[(guests::WAT_SLEEP, "example.com/sleep:1")], &[("BERTH_SHIM_WORKERS", "1")]);
+    let o = env.ctr(&["run", "-d", "--null-io", "--annotation", "io.kubernetes.cri.sandbox-id=pw", "--runtime", RUNTIME, "example.com/sleep:1", "pw1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    env.wait_status("pw1", "RUNNING");
+    let log = env.c.log();
+    let serving: Vec<&str> = log.lines().filter(|l| l.contains("berth shim serving")).collect();
+    assert!(serving.len() == 1 && serving[0].contains("workers=1"), "{log}");
+    let _ = env.ctr(&["task", "kill", "-s", "SIGKILL", "pw1"]);
+    env.wait_status("pw1", "STOPPED");
+    assert!(env.ctr(&["task", "rm", "pw1"]).status.success());
+    assert!(env.ctr(&["container", "rm", "pw1"]).status.success());
+}
+
+#[test]
 fn wasm_artifacts_run_from_containerds_content_store() {
     let env = Env::new(&[(guests::HELLO_P1, "example.com/compat:1")]);
     for (module, name) in [(guests::ARGS_ENV_P1, "example.com/args-artifact:1"), (guests::HELLO_P2, "example.com/hello-artifact:2")] {
