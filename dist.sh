@@ -110,7 +110,9 @@ for a in "${arches[@]}"; do
   export LIBSECCOMP_LINK_TYPE LIBSECCOMP_LIB_PATH
   hot=${HOT_SYMBOLS-shim/hot-symbols-$a.txt}
   [[ -z $hot || -f $hot ]] || { log "no $hot: $a is linked in the default order"; hot=; }
-  final=()
+  # lld's -O2 also merges a string into one it ends (tail merging), for the
+  # final link only (the other crates' builds are not changed by it).
+  final=(-C link-arg=-Wl,-O2)
   # The count of the last link with this list (a build cargo finds fresh
   # does not link again); none without a list.
   order=$target_dir/$triple/dist/hot-order.txt
