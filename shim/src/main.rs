@@ -21,6 +21,7 @@ mod options;
 mod reaper;
 mod rootfs;
 mod service;
+mod stack;
 mod task;
 
 fn main() {

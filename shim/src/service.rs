@@ -183,7 +183,16 @@ pub fn run_server(flags: Flags, many: bool) -> i32 {
     one_malloc_arena();
     crate::logging::init(flags.debug, &flags.namespace, &flags.id);
     let workers = crate::options::env_count(WORKERS_ENV, default_workers(many, cpus()), 1024);
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers as usize).enable_all().build() {
+    // A worker going idle gives back what its deep calls (a container's
+    // create) left of its stack.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers as usize)
+        .on_thread_park(|| {
+            crate::stack::trim();
+        })
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("containerd-shim-berth-v1: starting the async runtime: {e}");
@@ -194,10 +203,13 @@ pub fn run_server(flags: Flags, many: bool) -> i32 {
     // only wait for it, advances the wasm engine's epoch meanwhile (a
     // thread less in every shim).
     let server = berth_host::wasm::engine::tick_epochs_here(|ticking| {
-        rt.spawn(async move {
+        let server = rt.spawn(async move {
             let _ticking = ticking;
             serve(flags).await
-        })
+        });
+        // What `start` touched before the fork.
+        crate::stack::trim();
+        server
     });
     let served = rt.block_on(server).unwrap_or_else(|e| Err(ServiceError::Panicked(e.to_string())));
     match served {
