@@ -175,6 +175,33 @@ def build_images(berth, work, env):
     sh(berth, "image", "build", "--rootfs", bb, "--entrypoint", "/bin/sh", "-t", "bench.local/busybox:1", "-o", f"{work}/busybox.tar", env=env)
 
 
+BERTH, RUNC = "io.containerd.berth.v1", "io.containerd.runc.v2"
+# The pause of every pod (the same busybox image for both runtimes), and
+# berth's idle app: the wasm sleep guest (build_images makes both images).
+PAUSE = ("bench.local/busybox:1", ["/bin/sleep", "3600"])
+WASM_APP = ("bench.local/sleep:1", [])
+
+
+def pod_containers(n, prefix, rt, app, extra=()):
+    """n pods as CRI makes them: a native pause and one idle app container
+    (image, args), all with the pod's sandbox id; (id, runtime, image,
+    args, ctr flags) for each container."""
+    out = []
+    for i in range(n):
+        sid = f"{prefix}{i}"
+        ann = ["--annotation", f"io.kubernetes.cri.sandbox-id={sid}", *extra]
+        out.append((sid, rt, PAUSE[0], PAUSE[1], ann))
+        out.append((f"{sid}-app", rt, app[0], app[1], ann))
+    return out
+
+
+def run_idle(c, containers):
+    """Runs containers (id, runtime, image, args, ctr flags) detached,
+    without stdio."""
+    for cid, rt, image, args, flags in containers:
+        c.ctr("run", "-d", "--null-io", "--runtime", rt, *flags, image, cid, *args)
+
+
 def main():
     bindir = os.path.abspath(sys.argv[1])
     n_cold = int(sys.argv[2]) if len(sys.argv) > 2 else 20
@@ -239,9 +266,8 @@ def main():
             """Runs containers (id, runtime, image, args, ctr flags) idle; the
             PSS of every process the runtime keeps for them (shims and their
             descendants), then removes them."""
-            berth = any(rt == "io.containerd.berth.v1" for _, rt, _, _, _ in containers)
-            for cid, rt, image, args, flags in containers:
-                c.ctr("run", "-d", "--null-io", "--runtime", rt, *flags, image, cid, *args)
+            berth = any(rt == BERTH for _, rt, _, _, _ in containers)
+            run_idle(c, containers)
             time.sleep(2)
             running = c.ctr("task", "ls").stdout.decode().count("RUNNING")
             shims = c.pids("containerd-shim-berth-v1" if berth else "containerd-shim-runc-v2")
@@ -255,20 +281,8 @@ def main():
                 c.ctr("container", "rm", cid, check=False)
             return label, running, len(shims), len(procs), kb
 
-        BERTH, RUNC = "io.containerd.berth.v1", "io.containerd.runc.v2"
-        pause = ("bench.local/busybox:1", ["/bin/sleep", "3600"])
-
         def pods(prefix, rt, app, extra=()):
-            """n_pods pods as CRI makes them: a native pause (the same
-            busybox image for both runtimes) and one idle app container, all
-            with the pod's sandbox id."""
-            out = []
-            for i in range(n_pods):
-                sid = f"{prefix}{i}"
-                ann = ["--annotation", f"io.kubernetes.cri.sandbox-id={sid}", *extra]
-                out.append((sid, rt, pause[0], pause[1], ann))
-                out.append((f"{sid}-app", rt, app[0], app[1], ann))
-            return out
+            return pod_containers(n_pods, prefix, rt, app, extra)
 
         def table(title, per, n, rows):
             print(f"### density: {title}")
@@ -279,15 +293,14 @@ def main():
                 print(f"| {label} | {running} | {shims} | {procs} | {kb / 1024:.1f} | {kb / n:.0f} |")
             print(f"\nratio {rows[0][0]} / {rows[-1][0]} per {per}: **{rows[0][4] / rows[-1][4]:.3f}**\n")
 
-        wasm_app = ("bench.local/sleep:1", [])
         sleep_app = ("bench.local/busybox:1", ["/bin/sleep", "3600"])
         runc_pods = density("runc, a shim per pod", pods("r", RUNC, sleep_app))
-        berth_pods = density("berth, a shim per pod", pods("b", BERTH, wasm_app))
-        berth_node = density("berth, node-wide shim", pods("n", BERTH, wasm_app, ["--runtime-config-path", node_cfg]))
+        berth_pods = density("berth, a shim per pod", pods("b", BERTH, WASM_APP))
+        berth_node = density("berth, node-wide shim", pods("n", BERTH, WASM_APP, ["--runtime-config-path", node_cfg]))
         table(f"{n_pods} pods (pause + one idle app container), per pod", "pod", n_pods, [berth_pods, runc_pods])
         table(f"{n_pods} pods, berth's node-wide mode vs runc's shim per pod", "pod", n_pods, [berth_node, runc_pods])
         one = ["--annotation", "io.kubernetes.cri.sandbox-id=all"]
-        grouped_b = density("berth, one shim", [(f"gb{i}", BERTH, *wasm_app, one) for i in range(n_density)])
+        grouped_b = density("berth, one shim", [(f"gb{i}", BERTH, *WASM_APP, one) for i in range(n_density)])
         grouped_r = density("runc, one shim", [(f"gr{i}", RUNC, *sleep_app, one) for i in range(n_density)])
         table(f"{n_density} idle containers, all in one shim (one sandbox id) for both, per container", "container", n_density, [grouped_b, grouped_r])
     finally:

@@ -36,10 +36,7 @@ def per_pod(bindir, work, n_pods, workers):
     try:
         c.ctr("image", "import", "--platform", "wasi/wasm", f"{work}/sleep.tar")
         c.ctr("image", "import", f"{work}/busybox.tar")
-        for i in range(n_pods):
-            ann = ["--annotation", f"io.kubernetes.cri.sandbox-id=p{i}"]
-            c.ctr("run", "-d", "--null-io", *ann, "--runtime", "io.containerd.berth.v1", "bench.local/busybox:1", f"p{i}", "/bin/sleep", "3600")
-            c.ctr("run", "-d", "--null-io", *ann, "--runtime", "io.containerd.berth.v1", "bench.local/sleep:1", f"p{i}-app")
+        cb.run_idle(c, cb.pod_containers(n_pods, "p", cb.BERTH, cb.WASM_APP))
         time.sleep(3)
         running = c.ctr("task", "ls").stdout.decode().count("RUNNING")
         if running != 2 * n_pods:
