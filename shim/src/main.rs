@@ -8,6 +8,7 @@
 //! it), it is the `berth` command. The CLI, the shim and their helpers
 //! then share one file's code pages, and a node installs one binary.
 mod any;
+mod bootstrap;
 mod console;
 mod container;
 mod events;

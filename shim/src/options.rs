@@ -2,7 +2,8 @@
 //! berth, handed to `start` on stdin.
 //!
 //! containerd passes a runtime's `options` to its shim's `start` as a
-//! protobuf `Any`. For a runtime type it does not know (berth's), that is
+//! protobuf `Any`: on stdin itself before 2.3, as an extension of the
+//! `BootstrapParams` on stdin from 2.3 on (see `bootstrap`). For a runtime type it does not know (berth's), that is
 //! `runtimeoptions.v1.Options`, whose `ConfigPath` names a file of the
 //! runtime's own: for berth, a TOML file such as
 //!
@@ -26,8 +27,6 @@ use std::path::{Path, PathBuf};
 /// The type of the options containerd sends for a runtime type it does
 /// not know.
 const RUNTIME_OPTIONS: &str = "runtimeoptions.v1.Options";
-/// What `start` reads of stdin at most (containerd's own bound).
-const MAX_INPUT: u64 = 1 << 20;
 /// The largest config file read.
 const MAX_CONFIG: u64 = 64 << 10;
 
@@ -50,9 +49,7 @@ pub struct ShimConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OptionsError {
-    #[error("reading the runtime options on stdin")]
-    Stdin(#[source] std::io::Error),
-    #[error("the runtime options on stdin are not a valid runtimeoptions.v1.Options in a protobuf Any")]
+    #[error("the runtime options are not a valid runtimeoptions.v1.Options in a protobuf Any")]
     Malformed(#[source] protobuf::Error),
     #[error("berth takes options of type {RUNTIME_OPTIONS} (a ConfigPath), not {0:?}; set only ConfigPath in the runtime's options table")]
     Type(String),
@@ -66,27 +63,25 @@ pub enum OptionsError {
     Invalid { origin: String, reason: String },
 }
 
-/// The config the runtime options on stdin name; the default when
-/// containerd sent none (nothing, or a terminal, on stdin).
-pub fn from_stdin() -> Result<ShimConfig, OptionsError> {
-    use std::io::{IsTerminal, Read};
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        return Ok(ShimConfig::default());
-    }
-    let mut input = Vec::new();
-    stdin.lock().take(MAX_INPUT).read_to_end(&mut input).map_err(OptionsError::Stdin)?;
-    from_options(&input)
-}
-
-/// The config the marshalled `Any` containerd sent names or carries.
-fn from_options(input: &[u8]) -> Result<ShimConfig, OptionsError> {
+/// The config the marshalled `Any` containerd sent names or carries
+/// (nothing: the default).
+pub fn from_options(input: &[u8]) -> Result<ShimConfig, OptionsError> {
     if input.is_empty() {
         return Ok(ShimConfig::default());
     }
-    let any = Any::parse_from_bytes(input).map_err(OptionsError::Malformed)?;
-    if any.type_url.rsplit('/').next() != Some(RUNTIME_OPTIONS) {
-        return Err(OptionsError::Type(any.type_url));
+    from_any(&Any::parse_from_bytes(input).map_err(OptionsError::Malformed)?)
+}
+
+/// Whether `any` holds runtime options of the type berth takes. (containerd
+/// writes bare type names; protobuf's own `Any` prefixes a host.)
+pub fn is_runtime_options(any: &Any) -> bool {
+    any.type_url.rsplit('/').next() == Some(RUNTIME_OPTIONS)
+}
+
+/// The config the runtime options `any` name or carry.
+pub fn from_any(any: &Any) -> Result<ShimConfig, OptionsError> {
+    if !is_runtime_options(any) {
+        return Err(OptionsError::Type(any.type_url.clone()));
     }
     let options = Options::parse_from_bytes(&any.value).map_err(OptionsError::Malformed)?;
     if !options.config_path.is_empty() {

@@ -1,14 +1,15 @@
 //! The shim's commands: `start` (group containers into one shim process),
 //! `delete` (clean up after a dead shim), and serving the task API.
 //!
-//! containerd 1.6 and 1.7 speak task API v2 and read a bare socket address
-//! from `start`; newer containerd speaks v3. The messages are the same on
-//! the wire, so one task service is registered under both names.
+//! containerd 1.6 and 1.7 speak task API v2; 2.x speaks v3. The messages
+//! are the same on the wire, so one task service is registered under both
+//! names. What `start` is told, and how it answers, is `bootstrap`'s.
+use crate::bootstrap::Protocol;
 use crate::grouping::{gathers_many, group_of, socket_path};
 use crate::task::TaskService;
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::publisher::RemotePublisher;
-use containerd_shim::{Flags, StartOpts};
+use containerd_shim::Flags;
 use containerd_shim_protos::api::DeleteResponse;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim_async::create_task;
@@ -26,7 +27,7 @@ pub enum ServiceError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Options(#[from] crate::options::OptionsError),
+    Bootstrap(#[from] crate::bootstrap::BootstrapError),
     #[error("the shim server exited as it started (status {0})")]
     ServerExited(i32),
     #[error("the shim server panicked: {0}")]
@@ -52,21 +53,21 @@ fn io(what: impl FnOnce() -> String) -> impl FnOnce(std::io::Error) -> ServiceEr
     move |source| ServiceError::Io { what: what(), source }
 }
 
-/// `start`: finds the group's shim server, or starts it, and prints its
-/// address. Nothing else is printed: containerd 1.6 reads the combined
-/// stdout and stderr as the reply. Returns the exit status.
+/// `start`: finds the group's shim server, or starts it, and replies with
+/// its address in the protocol containerd spoke (see `bootstrap`).
+/// Nothing else is printed: containerd reads the combined stdout and
+/// stderr as the reply. Returns the exit status.
 ///
 /// Must be called while the process is single-threaded: a new server is
 /// this process forked (one exec less than re-running the binary on every
 /// start), and the child builds its own runtime.
 pub fn start(mut flags: Flags) -> i32 {
     let id = flags.id.clone();
-    let result = (|| -> Result<String, ServiceError> {
+    let result = (|| -> Result<(Protocol, String), ServiceError> {
         let cwd = std::env::current_dir().map_err(io(|| "the bundle directory".into()))?;
-        let config = crate::options::from_stdin()?;
-        let group = group_of(config.grouping, &cwd, &flags.id);
-        let opts = StartOpts { id: flags.id.clone(), address: flags.address.clone(), namespace: flags.namespace.clone(), ..Default::default() };
-        let address = opts.socket_address(&group);
+        let request = crate::bootstrap::read(&flags)?;
+        let group = group_of(request.config.grouping, &cwd, &flags.id);
+        let address = request.socket_address(&group)?;
         // Starts of one group may run at once (a pod's containers): one
         // at a time looks for its server and makes it if missing, so that
         // only one is made.
@@ -75,16 +76,17 @@ pub fn start(mut flags: Flags) -> i32 {
         if std::os::unix::net::UnixStream::connect(socket_path(&address)).is_err() {
             flags.action.clear();
             flags.socket = address.clone();
-            fork_server(flags, gathers_many(&group), &lock)?;
+            flags.debug = request.opts.debug;
+            fork_server(flags, gathers_many(&group), &request.opts.ttrpc_address, &lock)?;
         }
         drop(lock);
         std::fs::write(cwd.join("address"), &address).map_err(io(|| "writing the address file".into()))?;
-        Ok(address)
+        Ok((request.protocol, address))
     })();
     match result {
-        Ok(address) => {
+        Ok((protocol, address)) => {
             let mut out = std::io::stdout();
-            let _ = out.write_all(address.as_bytes()).and_then(|()| out.flush());
+            let _ = out.write_all(&crate::bootstrap::reply(protocol, &address)).and_then(|()| out.flush());
             0
         }
         Err(e) => {
@@ -109,10 +111,11 @@ fn lock_starts(socket: &Path) -> Result<std::fs::File, ServiceError> {
 }
 
 /// Forks the server for `flags.socket` (of a group that `many` says may
-/// gather any number of containers) and returns once it serves (or fails
+/// gather any number of containers), which publishes its events to
+/// containerd at `ttrpc_address`, and returns once it serves (or fails
 /// with its exit status). The child lets go of `lock`, which this process
 /// holds until it has an answer.
-fn fork_server(flags: Flags, many: bool, lock: &std::fs::File) -> Result<(), ServiceError> {
+fn fork_server(flags: Flags, many: bool, ttrpc_address: &str, lock: &std::fs::File) -> Result<(), ServiceError> {
     let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| io(|| "making a pipe".into())(e.into()))?;
     let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(io(|| "opening /dev/null".into()))?;
     // SAFETY: the process is single-threaded here (no runtime, no logging
@@ -137,6 +140,10 @@ fn fork_server(flags: Flags, many: bool, lock: &std::fs::File) -> Result<(), Ser
             libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), libc::STDERR_FILENO);
         }
         drop((ready_w, null));
+        // The server reads containerd's address where the legacy
+        // protocol puts it (containerd 2.3 puts it there too, but the
+        // message is what counts). The child is single-threaded still.
+        std::env::set_var("TTRPC_ADDRESS", ttrpc_address);
         std::process::exit(run_server(flags, many));
     }
     drop(ready_w);
