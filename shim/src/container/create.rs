@@ -283,7 +283,7 @@ impl Container {
                 header_timeout: plan.http_header_timeout.unwrap_or(default.header_timeout),
                 ..default
             };
-            Work::Serve { service: Arc::new(service), limits, listener: Mutex::new(Some(listener)), stop: watch::channel(0).0 }
+            Work::Serve { serving: Mutex::new(Some(Box::new((service, listener)))), limits, stop: watch::channel(0).0 }
         } else {
             let cache_hit = prepared.info.cache_hit;
             tracing::info!(container_id = %id, pod_id = %pod, module = %plan.entrypoint.source, cache_hit, "wasm container created");

@@ -20,8 +20,12 @@ pub enum Work {
     Run { plan: Box<RunPlan>, prepared: Arc<Prepared> },
     /// Serves its `wasi:http/incoming-handler` until stopped: SIGTERM (any
     /// signal but SIGKILL) drains requests in flight and exits 0; SIGKILL
-    /// ends it at once (137).
-    Serve { service: Arc<HttpService>, limits: server::Limits, listener: Mutex<Option<std::net::TcpListener>>, stop: watch::Sender<u32> },
+    /// ends it at once (137). The service and its listener are taken when
+    /// serving starts and dropped when it ends: the service holds the
+    /// container's stdout and stderr, which must close at its exit, as a
+    /// process's do (containerd 2.x waits for their end before it
+    /// deletes the container).
+    Serve { serving: Mutex<Option<Box<(HttpService, std::net::TcpListener)>>>, limits: server::Limits, stop: watch::Sender<u32> },
 }
 
 pub struct EngineGuest {
@@ -64,13 +68,13 @@ impl EngineGuest {
     }
 
     /// Serves HTTP until a signal; the exit status.
-    async fn serve(&self, service: Arc<HttpService>, listener: Option<std::net::TcpListener>, limits: server::Limits, stop: &watch::Sender<u32>) -> i32 {
-        let Some(listener) = listener else { return 125 };
+    async fn serve(&self, serving: Option<Box<(HttpService, std::net::TcpListener)>>, limits: server::Limits, stop: &watch::Sender<u32>) -> i32 {
+        let Some((service, listener)) = serving.map(|b| *b) else { return 125 };
         let (mut drain, mut hard) = (stop.subscribe(), stop.subscribe());
         let drain = async move {
             let _ = drain.wait_for(|s| *s != 0).await;
         };
-        let serve = server::serve(service, listener, limits, drain, None);
+        let serve = server::serve(Arc::new(service), listener, limits, drain, None);
         tokio::select! {
             biased;
             _ = hard.wait_for(|s| *s == libc::SIGKILL as u32) => {
@@ -137,9 +141,9 @@ impl EngineGuest {
     async fn guest(self: Arc<Self>, runtime: Arc<Runtime>) -> i32 {
         match &self.work {
             Work::Run { plan, prepared } => self.run(runtime, plan, prepared).await,
-            Work::Serve { service, limits, listener, stop } => {
-                let listener = listener.lock().unwrap().take();
-                self.serve(service.clone(), listener, *limits, stop).await
+            Work::Serve { serving, limits, stop } => {
+                let serving = serving.lock().unwrap().take();
+                self.serve(serving, *limits, stop).await
             }
         }
     }
@@ -186,7 +190,11 @@ impl Executor for EngineGuest {
     async fn signal_created(&self, signal: u32, _all: bool) -> Result<Option<i32>, ExecutorError> {
         let status = never_ran(signal);
         if status.is_some() {
+            // Ended without running: its stdio closes now.
             self.stderr.lock().unwrap().take();
+            if let Work::Serve { serving, .. } = &self.work {
+                serving.lock().unwrap().take();
+            }
         }
         Ok(status)
     }
