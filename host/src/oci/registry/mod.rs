@@ -113,7 +113,10 @@ impl Remote {
     /// A client for the registry of `reference`, with its credentials.
     pub fn new(registry: &str, opts: &RemoteOptions) -> Result<Remote, RegistryError> {
         // TLS uses ring (built with gcc alone); a provider installed before
-        // is kept.
+        // is kept. rustls deprecates ring's provider for its lack of
+        // post-quantum key exchange, which only aws-lc-rs (cmake and a
+        // large C library in every static binary) offers today.
+        #[allow(deprecated)]
         let _ = rustls::crypto::ring::default_provider().install_default();
         let protocol = match opts.plain_http {
             PlainHttp::No => ClientProtocol::Https,
