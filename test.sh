@@ -97,6 +97,20 @@ log "cargo test --workspace $*"
 cargo test --workspace "$@"
 (($# == 0)) || exit 0
 
+# The containerd matrix: the suites that run berth under containerd, again
+# against containerd 1.7 (Debian 13's package) and 2.x (Debian sid's), each
+# with its own ctr and runc shim first on PATH and its own config schema
+# (the workspace run above used Debian 12's 1.6). The packages are fetched
+# and unpacked, not installed (tests/containerd-matrix.sh).
+log "fetching containerd 1.7 and 2.x (tests/containerd-matrix.sh)"
+mapfile -t releases < <(tests/containerd-matrix.sh)
+for dir in "${releases[@]}"; do
+  log "the containerd suites against $("$dir/usr/bin/containerd" --version | cut -d' ' -f3)"
+  PATH="$dir/usr/bin:$PATH" cargo test --no-fail-fast --workspace \
+    --test bootstrap --test wasm --test grouping --test failures --test native --test network --test users --test cri
+  PATH="$dir/usr/bin:$PATH" cargo test --no-fail-fast --workspace --test install --test registry containerd
+done
+
 # The aarch64 release binary, run as a board runs it. On another machine
 # the kernel runs aarch64 executables through qemu-user (binfmt_misc, as
 # qemu-user-static registers it on a systemd machine), so berth's own

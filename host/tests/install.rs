@@ -4,10 +4,23 @@ mod common;
 use common::Berth;
 use std::process::Command;
 
+/// `containerd config dump` of `config`, by the containerd under test,
+/// with its table names in double quotes (2.x writes single ones).
 fn dump(config: &std::path::Path) -> String {
-    let o = Command::new("containerd").arg("--config").arg(config).args(["config", "dump"]).output().expect("containerd is installed (.ci/run installs it)");
+    let o = Command::new(berth_tests::containerd::require("containerd"))
+        .arg("--config")
+        .arg(config)
+        .args(["config", "dump"])
+        .output()
+        .expect("containerd is installed (.ci/run installs it)");
     assert!(o.status.success(), "containerd rejects the config: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    String::from_utf8_lossy(&o.stdout).replace('\'', "\"")
+}
+
+/// The header of berth's runtime table in a dump by the containerd under
+/// test (which migrates a schema-2 file to its own schema).
+fn berth_table() -> String {
+    format!("[plugins.\"{}\".containerd.runtimes.berth]", berth_tests::containerd::cri_plugin("runtime"))
 }
 
 #[test]
@@ -36,7 +49,7 @@ fn adds_the_runtime_once_keeps_a_backup_and_containerd_accepts_it() {
     assert!(o.stdout.contains("nothing to do"), "{}", o.stdout);
     assert_eq!(std::fs::read_to_string(&config).unwrap(), text, "a second install changed the file");
     let d = dump(&config);
-    assert!(d.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.berth]") && d.contains("runtime_type = \"io.containerd.berth.v1\""), "{d}");
+    assert!(d.contains(&berth_table()) && d.contains("runtime_type = \"io.containerd.berth.v1\""), "{d}");
     assert!(d.contains("runtime_type = \"io.containerd.runc.v2\""), "the runc entry is kept: {d}");
     // Schema 1 is refused, and the file is untouched.
     std::fs::write(&config, "root = \"/x\"\n").unwrap();
@@ -45,8 +58,13 @@ fn adds_the_runtime_once_keeps_a_backup_and_containerd_accepts_it() {
 }
 
 /// Debian's stock /etc/containerd/config.toml (its tables; comments
-/// dropped), with the opt plugin's path moved into `p`.
+/// dropped), with the opt plugin's path moved into `p`. For containerd
+/// 2.x, whose package ships none, the opt plugin's table alone, in schema
+/// 3.
 fn debian_stock_tables(p: &std::path::Path) -> String {
+    if berth_tests::containerd::schema() == 3 {
+        return format!("[plugins]\n  [plugins.\"io.containerd.internal.v1.opt\"]\n    path = \"{}/opt\"\n", p.display());
+    }
     format!(
         "[plugins]\n  [plugins.\"io.containerd.grpc.v1.cri\"]\n    [plugins.\"io.containerd.grpc.v1.cri\".cni]\n      bin_dir = \"/usr/lib/cni\"\n      conf_dir = \"/etc/cni/net.d\"\n  [plugins.\"io.containerd.internal.v1.opt\"]\n    path = \"{}/opt\"\n",
         p.display()
@@ -73,5 +91,8 @@ fn containerds_cri_plugin_still_loads_after_an_install_on_debians_stock_config()
     });
     assert_eq!(cri_status(&c), "ok", "containerd's log:\n{}", c.log());
     let d = dump(&c.dir.path().join("config.toml"));
-    assert!(d.contains("runtime_type = \"io.containerd.runc.v2\"") && d.contains("runtime_type = \"io.containerd.berth.v1\""), "{d}");
+    assert!(
+        d.contains("runtime_type = \"io.containerd.runc.v2\"") && d.contains("runtime_type = \"io.containerd.berth.v1\"") && d.contains(&berth_table()),
+        "{d}"
+    );
 }

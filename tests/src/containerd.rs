@@ -1,6 +1,12 @@
 //! A private containerd for end-to-end tests: config, root, state and
 //! sockets in a temp dir; started by the test, stopped by pid on drop.
 //! A missing `containerd` or `ctr` binary fails the test with the fix.
+//!
+//! The tests use the `containerd`, `ctr` and `containerd-shim-runc-v2`
+//! first on `PATH`: `test.sh` runs the suites once for each release of the
+//! matrix (tests/containerd-matrix.sh), with that release's directory
+//! first. The config is written in that release's schema (2 for 1.x, 3
+//! for 2.x).
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -11,21 +17,68 @@ pub struct Containerd {
     env: Vec<(String, String)>,
 }
 
-fn require(bin: &str) -> PathBuf {
+/// The path of `bin` on `PATH` (then in the usual directories).
+pub fn require(bin: &str) -> PathBuf {
     for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/bin", "/usr/sbin", "/usr/local/bin"]) {
         let p = Path::new(dir).join(bin);
         if p.is_file() {
             return p;
         }
     }
-    panic!("`{bin}` is not installed; the end-to-end tests need Debian's containerd and runc packages (`.ci/run` installs them: apt-get install -y containerd runc)");
+    panic!(
+        "`{bin}` is not installed; the end-to-end tests need Debian's containerd and runc packages (`./test.sh` installs them: apt-get install -y containerd runc; tests/containerd-matrix.sh fetches the other releases)"
+    );
 }
 
-/// A schema-2 config whose root, state and sockets all live in `p`: `top`
-/// adds top-level keys, `tables` sections of its own.
+/// The major and minor version of the containerd first on `PATH`.
+pub fn version() -> (u32, u32) {
+    static VERSION: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let bin = require("containerd");
+        let out = Command::new(&bin).arg("--version").output().unwrap_or_else(|e| panic!("running {} --version: {e}", bin.display()));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        parse_version(&text).unwrap_or_else(|| panic!("{} --version printed no version: {text:?}", bin.display()))
+    })
+}
+
+/// The version in `containerd --version`'s line (`containerd
+/// github.com/containerd/containerd/v2 2.1.9+unknown`, `... 1.6.20~ds1 ...`).
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    text.split_whitespace().skip(2).find_map(|word| {
+        let word = word.trim_start_matches('v');
+        let mut parts = word.split(|c: char| !c.is_ascii_digit());
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    })
+}
+
+/// The config schema of the containerd on `PATH`: 3 from 2.0 on.
+pub fn schema() -> u32 {
+    if version().0 >= 2 {
+        3
+    } else {
+        2
+    }
+}
+
+/// The name of the CRI plugin's table that holds `section` (`runtime`:
+/// runtimes, CNI, oom_score_adj, apparmor; `images`: the sandbox image,
+/// registries; `grpc`: the streaming server) in this containerd's schema.
+pub fn cri_plugin(section: &str) -> &'static str {
+    match (schema(), section) {
+        (2, _) => "io.containerd.grpc.v1.cri",
+        (_, "runtime") => "io.containerd.cri.v1.runtime",
+        (_, "images") => "io.containerd.cri.v1.images",
+        (_, "grpc") => "io.containerd.grpc.v1.cri",
+        (_, other) => panic!("no CRI section {other:?}"),
+    }
+}
+
+/// A config whose root, state and sockets all live in `p`, in the schema
+/// of the containerd on `PATH`: `top` adds top-level keys, `tables`
+/// sections of its own.
 pub fn private_config(p: &Path, top: &str, tables: &str) -> String {
     format!(
-        r#"version = 2
+        r#"version = {schema}
 root = "{p}/root"
 state = "{p}/state"
 {top}
@@ -37,7 +90,11 @@ state = "{p}/state"
   address = "{p}/debug.sock"
 [metrics]
   address = ""
-{tables}"#,
+{nri}{tables}"#,
+        // containerd 2.x serves NRI on one socket for the whole machine
+        // (/var/run/nri/nri.sock): a second containerd would fail to start.
+        nri = if schema() == 3 { "[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = true\n" } else { "" },
+        schema = schema(),
         p = p.display()
     )
 }
@@ -54,7 +111,11 @@ impl Containerd {
         Self::start_configured(path_dirs, env, |p| {
             let config = private_config(
                 p,
-                "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+                if schema() == 2 {
+                    "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
+                } else {
+                    "disabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.cri.v1.runtime\", \"io.containerd.cri.v1.images\"]\n"
+                },
                 &format!("[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{}/opt\"\n", p.display()),
             );
             std::fs::write(p.join("config.toml"), config).unwrap();
@@ -144,7 +205,14 @@ impl Containerd {
 
     /// `ctr --address SOCK ARGS` in namespace `ns` (`k8s.io` is CRI's).
     pub fn ctr_in(&self, ns: &str, args: &[&str]) -> Output {
-        Command::new("ctr").arg("--address").arg(self.socket()).args(["--namespace", ns]).args(args).stdin(Stdio::null()).output().expect("running ctr")
+        Command::new(require("ctr"))
+            .arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running ctr")
     }
 
     /// `ctr ARGS` with a terminal of its own for stdin, stdout and stderr
@@ -165,7 +233,7 @@ impl Containerd {
             unsafe { (std::fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s)) }
         };
         let stdio = || Stdio::from(slave.try_clone().expect("dup of the pty"));
-        let mut child = Command::new("ctr")
+        let mut child = Command::new(require("ctr"))
             .arg("--address")
             .arg(self.socket())
             .args(["--namespace", "berth-test"])
@@ -237,5 +305,16 @@ impl Drop for Containerd {
         for m in points {
             let _ = Command::new("umount").arg("-l").arg(m).stderr(Stdio::null()).status();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions_are_read_from_what_each_release_prints() {
+        assert_eq!(super::parse_version("containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u1\n"), Some((1, 6)));
+        assert_eq!(super::parse_version("containerd github.com/containerd/containerd/v2 2.1.9+unknown \n"), Some((2, 1)));
+        assert_eq!(super::parse_version("containerd github.com/containerd/containerd/v2 v2.3.4 abcdef\n"), Some((2, 3)));
+        assert_eq!(super::parse_version("containerd\n"), None);
     }
 }

@@ -2,7 +2,7 @@
 //! of its own, berth's runtime, and a CRI client driving it as kubelet
 //! does.
 use super::common::*;
-use berth_tests::containerd::{private_config, shim_pids_at, Containerd};
+use berth_tests::containerd::{cri_plugin, private_config, schema, shim_pids_at, Containerd};
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use std::collections::HashMap;
@@ -16,6 +16,43 @@ use tonic::transport::Channel;
 
 pub const PAUSE: &str = "berth.test/pause:1";
 pub const BUSYBOX: &str = "berth.test/busybox:1";
+
+/// The CRI plugin's config of a test node whose files are under `p`, in
+/// the schema of the containerd under test: the sandbox image, CNI from
+/// `net`, the streaming server on loopback, and the `berth-node` handler
+/// (berth's node-wide mode). (berth's own handler is added by
+/// `berth_host::install`, as a node's installer adds it.)
+fn cri_tables(p: &Path, net: &Path, restrict_oom_score_adj: bool) -> String {
+    let (runtime, images, grpc) = (cri_plugin("runtime"), cri_plugin("images"), cri_plugin("grpc"));
+    // 2.x pins the sandbox image in the images plugin; 1.x names it in
+    // CRI's one table.
+    // (One table in 1.x: a second header of it would be a TOML error.)
+    let stream = "  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n";
+    let (sandbox, streaming) = if schema() == 2 {
+        (format!("[plugins.\"{runtime}\"]\n  sandbox_image = \"{PAUSE}\"\n{stream}"), String::new())
+    } else {
+        (format!("[plugins.\"{images}\".pinned_images]\n  sandbox = \"{PAUSE}\"\n[plugins.\"{runtime}\"]\n"), format!("[plugins.\"{grpc}\"]\n{stream}"))
+    };
+    format!(
+        r#"{sandbox}  restrict_oom_score_adj = {restrict_oom_score_adj}
+  disable_apparmor = true
+  [plugins."{runtime}".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{net}"
+    max_conf_num = 1
+[plugins."{runtime}".containerd.runtimes.berth-node]
+  runtime_type = "io.containerd.berth.v1"
+  pod_annotations = ["berth.dev/*"]
+  container_annotations = ["berth.dev/*"]
+  [plugins."{runtime}".containerd.runtimes.berth-node.options]
+    ConfigPath = "{p}/berth-node.toml"
+{streaming}[plugins."io.containerd.internal.v1.opt"]
+  path = "{p}/opt"
+"#,
+        net = net.display(),
+        p = p.display()
+    )
+}
 
 /// One node: containerd with CRI, its CNI network and a CRI client.
 pub struct Node {
@@ -61,29 +98,7 @@ impl Node {
                              "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": p.join("ipam")}}]
             });
             std::fs::write(net.join("10-berth-test.conflist"), conf.to_string()).unwrap();
-            let tables = format!(
-                r#"[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE}"
-  restrict_oom_score_adj = {restrict_oom_score_adj}
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  disable_apparmor = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{net}"
-    max_conf_num = 1
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.berth-node]
-  runtime_type = "io.containerd.berth.v1"
-  pod_annotations = ["berth.dev/*"]
-  container_annotations = ["berth.dev/*"]
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.berth-node.options]
-    ConfigPath = "{p}/berth-node.toml"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{p}/opt"
-"#,
-                net = net.display(),
-                p = p.display()
-            );
+            let tables = cri_tables(p, &net, restrict_oom_score_adj);
             // Handler `berth-node`: berth's node-wide mode, one shim for
             // every pod.
             std::fs::write(p.join("berth-node.toml"), "grouping = \"node\"\n").unwrap();
@@ -208,6 +223,18 @@ impl Node {
     pub fn start_container(&self, id: &str) -> Result<(), tonic::Status> {
         let req = StartContainerRequest { container_id: id.into() };
         self.call(|mut c| async move { c.start_container(req).await }).map(drop)
+    }
+
+    /// Restarts containerd (see [`Containerd::restart`]) and waits (30 s
+    /// at most) until CRI answers again, as kubelet retries: the client's
+    /// connection broke with the old process and is made again on a call.
+    pub fn restart_containerd(&mut self) {
+        self.c.restart();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = self.call(|mut c| async move { c.version(VersionRequest { version: "v1".into() }).await }) {
+            assert!(Instant::now() < deadline, "CRI did not answer within 30 s of containerd's restart: {e}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn status(&self, id: &str) -> ContainerStatus {
