@@ -21,6 +21,66 @@ pub enum InfoError {
     Write(#[from] std::io::Error),
 }
 
+/// The mount options native containers honour: those youki's
+/// libcontainer parses (the recursive ones, `rro` among them, through
+/// `mount_setattr`, kernel 5.12+). containerd's CRI reports a handler
+/// that lists `rro` as supporting recursive read-only mounts (Kubernetes'
+/// `recursiveReadOnly`). Wasm guests take `ro` and `rro` alike: a
+/// read-only grant covers everything beneath it.
+const MOUNT_OPTIONS: &[&str] = &[
+    "async",
+    "atime",
+    "bind",
+    "defaults",
+    "dev",
+    "diratime",
+    "dirsync",
+    "exec",
+    "mand",
+    "noatime",
+    "nodev",
+    "nodiratime",
+    "noexec",
+    "nomand",
+    "norelatime",
+    "nostrictatime",
+    "nosuid",
+    "private",
+    "ratime",
+    "rbind",
+    "rdev",
+    "rdiratime",
+    "relatime",
+    "remount",
+    "rexec",
+    "rnoatime",
+    "rnodev",
+    "rnodiratime",
+    "rnoexec",
+    "rnorelatime",
+    "rnostrictatime",
+    "rnosuid",
+    "rnosymfollow",
+    "ro",
+    "rprivate",
+    "rrelatime",
+    "rro",
+    "rrw",
+    "rshared",
+    "rslave",
+    "rstrictatime",
+    "rsuid",
+    "rsymfollow",
+    "runbindable",
+    "rw",
+    "shared",
+    "slave",
+    "strictatime",
+    "suid",
+    "sync",
+    "unbindable",
+];
+
 /// The features of native containers (youki's libcontainer) and what wasm
 /// containers add, as the OCI runtime spec's `features.md` describes them.
 fn features_json() -> Result<Vec<u8>, InfoError> {
@@ -40,6 +100,7 @@ fn features_json() -> Result<Vec<u8>, InfoError> {
         .oci_version_min("1.0.0")
         .oci_version_max(oci_spec::runtime::VERSION)
         .hooks(hooks)
+        .mount_options(MOUNT_OPTIONS.iter().map(|o| o.to_string()).collect::<Vec<_>>())
         .linux(linux)
         .annotations(annotations)
         .build()?;

@@ -27,4 +27,8 @@ fn info_answers_with_a_runtime_info_message() {
     assert_eq!(f["ociVersionMin"], "1.0.0");
     assert!(f["linux"]["namespaces"].as_array().unwrap().iter().any(|n| n == "network"), "{f}");
     assert_eq!(f["linux"]["seccomp"]["enabled"], true);
+    // containerd's CRI reports recursive read-only mounts for a handler
+    // whose runtime lists `rro`.
+    let options: Vec<&str> = f["mountOptions"].as_array().expect("mountOptions").iter().filter_map(|o| o.as_str()).collect();
+    assert!(options.contains(&"rro") && options.contains(&"ro") && options.contains(&"rbind"), "{options:?}");
 }

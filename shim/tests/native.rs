@@ -180,3 +180,36 @@ fn slow_hooks_hold_up_only_their_own_container() {
     }
     env.wait_no_shims();
 }
+
+#[test]
+fn recursive_read_only_bind_mounts_are_read_only_beneath_too() {
+    let env = Env::new(&[(berth_tests::guests::FILE_TOOL_P1, "example.com/tool:1")]);
+    env.import_busybox(BUSYBOX);
+    let vol = WithSubmount::new(env.c.dir.path().join("rro-volume"));
+    let mount = |options: &str| format!("type=bind,src={},dst=/v,options={options}", vol.0.display());
+    // A native container: `ro` is the bind mount's own flag, and the
+    // tmpfs beneath it stays writable; `rro` (mount_setattr, recursive)
+    // makes it read-only too.
+    let script = "touch /v/sub/f-$0 2>/dev/null; echo sub=$?; touch /v/t 2>/dev/null; echo top=$?";
+    for (n, options, sub_writable) in [(1, "rbind:ro", true), (2, "rbind:rro", false)] {
+        let id = format!("rro{n}");
+        let o = env.ctr(&["run", "--rm", "--runtime", RUNTIME, "--mount", &mount(options), BUSYBOX, &id, "sh", "-c", script, &id]);
+        let want = format!("sub={}\ntop=1\n", if sub_writable { 0 } else { 1 });
+        assert_eq!(String::from_utf8_lossy(&o.stdout), want, "{options}: {}", text(&o));
+        assert_eq!(vol.0.join("sub").join(format!("f-{id}")).exists(), sub_writable, "{options}");
+    }
+    // A wasm guest: a read-only grant covers all beneath it, `rro` as `ro`.
+    let tool = |id: &str, options: &str, args: &[&str]| {
+        let mount = mount(options);
+        let mut run = vec!["run", "--rm", "--runtime", RUNTIME, "--mount", &mount, "example.com/tool:1", id, "/file-tool.wasm"];
+        run.extend_from_slice(args);
+        env.ctr(&run)
+    };
+    for (id, options) in [("rro3", "rbind:ro"), ("rro4", "rbind:rro")] {
+        let o = tool(id, options, &["write", "/v/sub/from-wasm", "x"]);
+        assert_eq!(o.status.code(), Some(1), "{options}: {}", text(&o));
+        let o = tool(&format!("{id}r"), options, &["read", "/v/top.txt"]);
+        assert_eq!((o.status.code(), String::from_utf8_lossy(&o.stdout).trim()), (Some(0), "top"), "{options}: {}", text(&o));
+    }
+    assert!(!vol.0.join("sub/from-wasm").exists());
+}

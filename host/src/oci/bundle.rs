@@ -187,5 +187,8 @@ fn bind_preopen(bundle: &Path, m: &Mount) -> Result<Option<Preopen>, String> {
         tracing::warn!(destination = %dest, source = %source.display(), "file bind mount not shown to the wasm guest: WASI grants directories only");
         return Ok(None);
     }
-    Ok(Some(Preopen { host: source, guest: dest, readonly: opts.iter().any(|o| o == "ro") }))
+    // `rro` (recursive read-only, as CRI asks for Kubernetes'
+    // recursiveReadOnly) is `ro` to a guest: a read-only grant covers the
+    // whole tree beneath it, submounts included.
+    Ok(Some(Preopen { host: source, guest: dest, readonly: opts.iter().any(|o| o == "ro" || o == "rro") }))
 }

@@ -109,3 +109,23 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
     let dir = dir.to_string_lossy();
     mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&*dir)).map(String::from).collect()
 }
+
+/// A host directory with a tmpfs mounted inside it (at `sub`), unmounted
+/// and removed on drop.
+pub struct WithSubmount(pub PathBuf);
+
+impl WithSubmount {
+    pub fn new(path: PathBuf) -> WithSubmount {
+        std::fs::create_dir_all(path.join("sub")).unwrap();
+        std::fs::write(path.join("top.txt"), "top").unwrap();
+        assert!(std::process::Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(path.join("sub")).status().unwrap().success());
+        WithSubmount(path)
+    }
+}
+
+impl Drop for WithSubmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.join("sub")).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -458,3 +458,88 @@ fn pods_of_the_node_wide_handler_share_one_shim_and_end_apart() {
     node.remove_pod(&own, Duration::from_secs(30));
     node.wait_clean();
 }
+
+#[test]
+fn recursive_read_only_mounts_are_offered_as_containerd_reads_handlers() {
+    let node = Node::start(&[]);
+    // What kubelet reads before it asks for recursiveReadOnly: the
+    // handler's features in CRI's Status. containerd 1.x reports none;
+    // 2.0 to 2.2 read them from `-info` for runc-type runtimes only; from
+    // 2.3 on for every runtime, berth's `-info` listing `rro` among its
+    // mount options.
+    let status = node.call(|mut c| async move { c.status(StatusRequest { verbose: false }).await }).expect("CRI Status");
+    let rro =
+        |name: &str| status.runtime_handlers.iter().find(|h| h.name == name).and_then(|h| h.features.as_ref()).is_some_and(|f| f.recursive_read_only_mounts);
+    let version = berth_tests::containerd::version();
+    let want =
+        |runc: bool, berth: bool| assert!(rro("runc") == runc && rro("berth") == berth, "containerd {version:?}: handlers {:?}", status.runtime_handlers);
+    match version {
+        (1, _) => want(false, false),
+        (2, minor) if minor < 3 => want(true, false),
+        _ => want(true, true),
+    }
+    // The handlers that offer it honour it: `ro` leaves a submount of the
+    // volume writable, `rro` does not (native containers through
+    // libcontainer's mount_setattr; shim/tests/native.rs runs berth's
+    // native and wasm sides of it through ctr on every containerd).
+    let vol = WithSubmount::new(node.c.dir.path().join("rro-volume"));
+    for handler in ["runc", "berth"].into_iter().filter(|h| rro(h)) {
+        let pod = node.try_run_pod_with(handler, &format!("rro-{handler}"), |_| {}).unwrap_or_else(|e| panic!("{handler}: {e}"));
+        for (name, recursive, sub_writable) in [("plain", false, true), ("recursive", true, false)] {
+            let id = node.run(&pod, name, BUSYBOX, |c| {
+                c.command =
+                    vec!["/bin/sh".into(), "-c".into(), "touch /v/sub/f-$0 2>/dev/null; echo sub=$?; touch /v/t 2>/dev/null; echo top=$?".into(), name.into()];
+                c.mounts = vec![Mount {
+                    container_path: "/v".into(),
+                    host_path: vol.0.display().to_string(),
+                    readonly: true,
+                    recursive_read_only: recursive,
+                    ..Default::default()
+                }];
+            });
+            node.wait_exited(&id);
+            let log = node.log(&pod, name);
+            let want = vec![if sub_writable { "sub=0" } else { "sub=1" }, "top=1"];
+            assert_eq!(stdout_lines(&log), want, "{handler}, {name} read-only mount: {log}");
+            assert_eq!(vol.0.join("sub").join(format!("f-{name}")).exists(), sub_writable, "{handler}, {name}");
+        }
+        node.remove_pod(&pod, Duration::from_secs(30));
+        for f in ["f-plain", "f-recursive"] {
+            let _ = std::fs::remove_file(vol.0.join("sub").join(f));
+        }
+    }
+    drop(vol);
+    node.wait_clean();
+}
+
+#[test]
+fn pods_keep_running_across_a_containerd_restart_and_stop_cleanly_after_it() {
+    let mut node = Node::start(&[(guests::WAT_SLEEP, "berth.test/sleep:1")]);
+    let wasm_pod = node.run_pod("restart-wasm", |_| {});
+    let guest = node.run(&wasm_pod, "guest", "berth.test/sleep:1", |_| {});
+    let native_pod = node.run_pod("restart-native", |_| {});
+    let side = node.run(&native_pod, "side", BUSYBOX, |c| {
+        c.command = vec!["/bin/sh".into(), "-c".into(), "trap 'exit 0' TERM; while :; do sleep 1; done".into()];
+    });
+    node.wait_running(&guest);
+    node.wait_running(&side);
+    let shims = node.shims();
+    assert_eq!(shims.len(), 2, "a shim per pod: {shims:?}");
+    // containerd stops (as a service manager stops it) and starts again:
+    // it reconnects to the shims, which kept their containers.
+    node.restart_containerd();
+    node.wait_running(&guest);
+    node.wait_running(&side);
+    let mut after = node.shims();
+    after.sort();
+    let mut before = shims.clone();
+    before.sort();
+    assert_eq!(after, before, "the same shims serve the pods after the restart");
+    node.stop_container(&guest, 10);
+    assert_eq!(node.wait_exited(&guest).exit_code, 143);
+    node.stop_container(&side, 10);
+    assert_eq!(node.wait_exited(&side).exit_code, 0);
+    node.remove_pod(&wasm_pod, Duration::from_secs(30));
+    node.remove_pod(&native_pod, Duration::from_secs(30));
+    node.wait_clean();
+}
