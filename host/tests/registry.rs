@@ -50,25 +50,59 @@ enum Auth<'a> {
     },
 }
 
+/// How a registry the tests start does TLS.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    None,
+    /// A server certificate signed by a CA of the test's (`ca.pem`).
+    CaSigned,
+    /// One self-signed certificate, made as Docker's registry docs make it
+    /// (`openssl req -x509 ... -addext subjectAltName`): its own CA.
+    SelfSigned,
+}
+
 impl Registry {
     /// A plain-HTTP registry without auth.
     fn plain() -> Registry {
-        Self::start(false, Auth::None)
+        Self::start(Tls::None, Auth::None)
     }
 
     /// A TLS registry (a CA of the test's) with htpasswd user `user`.
     fn tls_with_user(user: &str, password: &str) -> Registry {
-        Self::start(true, Auth::Htpasswd(user, password))
+        Self::start(Tls::CaSigned, Auth::Htpasswd(user, password))
     }
 
-    fn start(tls: bool, auth: Auth) -> Registry {
+    fn start(kind: Tls, auth: Auth) -> Registry {
+        let tls = kind != Tls::None;
         let bin = need("docker-registry", "docker-registry");
         let dir = tempfile::Builder::new().prefix("berth-registry-").tempdir().unwrap();
         let d = dir.path();
         let port = free_port();
         let mut config = format!("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n", d.display());
-        if tls {
-            let o = |args: &[&str]| sh(Command::new(need("openssl", "openssl")).current_dir(d).args(args));
+        let o = |args: &[&str]| sh(Command::new(need("openssl", "openssl")).current_dir(d).args(args));
+        if kind == Tls::SelfSigned {
+            o(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-sha256",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName = IP:127.0.0.1",
+            ]);
+            std::fs::copy(d.join("server.pem"), d.join("ca.pem")).unwrap();
+            config += &format!("  tls:\n    certificate: {0}/server.pem\n    key: {0}/server.key\n", d.display());
+        }
+        if kind == Tls::CaSigned {
             o(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=berth test CA"]);
             o(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
             std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
@@ -777,7 +811,7 @@ fn token_service(dir: &Path) -> (String, PathBuf) {
 fn token_auth_as_hosted_registries_do_it() {
     let tokens = tempfile::tempdir().unwrap();
     let (realm, cert) = token_service(tokens.path());
-    let reg = Registry::start(false, Auth::Token { realm, cert: &cert });
+    let reg = Registry::start(Tls::None, Auth::Token { realm, cert: &cert });
     let name = format!("{}/app:1", reg.addr);
     let pusher = Berth::new();
     pusher.run(&["image", "build", guests::HELLO_P1, "-t", &name]).expect_code(0);
@@ -792,4 +826,64 @@ fn token_auth_as_hosted_registries_do_it() {
     let o = edge.run(&["run", "--pull", "missing", "--plain-http", &name]);
     o.expect_code(0);
     assert!(o.stdout.contains("(p1 module)"), "{}\n{}\n{}", o.stdout, o.stderr, reg.log());
+}
+
+/// A fresh certs.d directory with the (empty) directory of registry
+/// `addr` in it: the directory to pass as `--certs-dir`, and the host's.
+fn certs_d(addr: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join(addr);
+    std::fs::create_dir(&host).unwrap();
+    (dir, host)
+}
+
+#[test]
+fn registry_certificates_are_read_where_docker_and_containerd_keep_them() {
+    let reg = Registry::start(Tls::CaSigned, Auth::None);
+    let b = Berth::new();
+    let name = format!("{}/certs/hello:1", reg.addr);
+    b.run(&["image", "build", guests::HELLO_P1, "-t", &name]).expect_code(0);
+    // Not trusted: one line that names the registry and the fix, and no
+    // line of the TLS library's before it.
+    let empty = tempfile::tempdir().unwrap();
+    let certs = empty.path().to_str().unwrap();
+    b.run(&["image", "push", &name, "--certs-dir", certs]).expect_berth_error(&[&reg.addr, "not signed by a CA berth trusts", "--ca-file", "certs.d"]);
+    // docker's layout: certs.d/HOST/ca.crt.
+    let (docker, host_dir) = certs_d(&reg.addr);
+    std::fs::copy(reg.ca(), host_dir.join("ca.crt")).unwrap();
+    b.run(&["image", "push", &name, "--certs-dir", docker.path().to_str().unwrap()]).expect_code(0);
+    // containerd's: hosts.toml naming the CA, relative to its directory.
+    let (ctrd, host_dir) = certs_d(&reg.addr);
+    std::fs::copy(reg.ca(), host_dir.join("registry-ca.pem")).unwrap();
+    std::fs::write(host_dir.join("hosts.toml"), format!("server = \"https://{0}\"\n[host.\"https://{0}\"]\n  ca = \"registry-ca.pem\"\n", reg.addr)).unwrap();
+    let edge = Berth::new();
+    let o = edge.run(&["run", "--pull", "missing", "--certs-dir", ctrd.path().to_str().unwrap(), &name]);
+    o.expect_code(0);
+    assert!(o.stdout.contains("(p1 module)"), "{}", o.stderr);
+    // A CA file that holds no certificate is named, not skipped.
+    std::fs::write(host_dir.join("registry-ca.pem"), "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n").unwrap();
+    Berth::new().run(&["image", "pull", &name, "--certs-dir", ctrd.path().to_str().unwrap()]).expect_berth_error(&["registry-ca.pem", "PEM"]);
+}
+
+#[test]
+fn a_self_signed_registry_certificate_as_dockers_docs_make_it_gets_a_clear_answer() {
+    // The certificate Docker's docs make for a registry is its own CA
+    // (basicConstraints CA:TRUE). Go's TLS accepts it as a trusted leaf;
+    // rustls' verifier refuses a CA as a server certificate.
+    let reg = Registry::start(Tls::SelfSigned, Auth::None);
+    let b = Berth::new();
+    let name = format!("{}/self/hello:1", reg.addr);
+    b.run(&["image", "build", guests::HELLO_P1, "-t", &name]).expect_code(0);
+    b.run(&["image", "push", &name, "--ca-file", &reg.ca()]).expect_berth_error(&[
+        &reg.addr,
+        "CA certificate serving as the registry's own",
+        "basicConstraints",
+        "skip_verify",
+    ]);
+    // skip_verify in containerd's hosts.toml, as containerd takes it.
+    let (ctrd, host_dir) = certs_d(&reg.addr);
+    std::fs::write(host_dir.join("hosts.toml"), "skip_verify = true\n").unwrap();
+    let o = b.run(&["image", "push", &name, "--certs-dir", ctrd.path().to_str().unwrap()]);
+    o.expect_code(0);
+    assert!(o.stderr.contains("skip_verify"), "the unchecked certificate is warned of: {}", o.stderr);
 }

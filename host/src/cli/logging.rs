@@ -11,8 +11,10 @@ pub enum LogFormat {
 }
 
 /// The default filter: warnings, but not libcontainer's and libcgroups'
-/// warnings about controllers and capabilities this host lacks.
-pub const DEFAULT_FILTER: &str = "warn,libcontainer=error,libcgroups=error";
+/// warnings about controllers and capabilities this host lacks, and not
+/// the TLS verifier's own line for a certificate it refuses (berth's error
+/// says what is wrong and what to change).
+pub const DEFAULT_FILTER: &str = "warn,libcontainer=error,libcgroups=error,rustls_platform_verifier=off";
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));

@@ -17,6 +17,11 @@ pub struct RemoteArgs {
     /// PEM file of CA certificates to trust beside the system's.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
+    /// Where registries' CA certificates (`HOST/ca.crt`, any `HOST/*.crt`)
+    /// and containerd's `HOST/hosts.toml` are read from, instead of
+    /// /etc/containerd/certs.d and /etc/docker/certs.d.
+    #[arg(long, value_name = "DIR")]
+    certs_dir: Option<PathBuf>,
     /// How long the registry may take to answer one read or connect.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     registry_timeout: humantime::Duration,
@@ -33,7 +38,11 @@ impl RemoteArgs {
             Some("force") => PlainHttp::Forced,
             Some(other) => bail!("--plain-http={other}: use --plain-http (loopback registries) or --plain-http=force"),
         };
-        Ok(RemoteOptions { plain_http, ca_file: self.ca_file.clone(), timeout: *self.registry_timeout, ..Default::default() })
+        let mut opts = RemoteOptions { plain_http, ca_file: self.ca_file.clone(), timeout: *self.registry_timeout, ..Default::default() };
+        if let Some(dir) = &self.certs_dir {
+            opts.certs_dirs = vec![dir.clone()];
+        }
+        Ok(opts)
     }
 }
 

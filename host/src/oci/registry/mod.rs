@@ -1,12 +1,14 @@
 //! OCI registries: `berth image pull`, `push` and `login`, through the
 //! distribution API client `oci-client` (token and basic auth, TLS with the
-//! system roots plus `--ca-file`, plain HTTP for loopback registries).
+//! system roots plus `--ca-file` and the node's `certs.d` ([`hosts`]),
+//! plain HTTP for loopback registries).
 //!
 //! Pulled blobs stream into the store's staging area and are verified
 //! against their digest and size there, exactly as `berth image import`'s
 //! are; an image becomes visible only once all of it is in.
 pub mod auth;
 mod blob;
+pub mod hosts;
 pub mod pull;
 pub mod push;
 
@@ -25,6 +27,9 @@ pub struct RemoteOptions {
     pub plain_http: PlainHttp,
     /// Extra CA certificates (PEM) to trust beside the system's.
     pub ca_file: Option<PathBuf>,
+    /// The `certs.d` directories searched for the registry's CA
+    /// certificates and `hosts.toml` (see [`hosts`]).
+    pub certs_dirs: Vec<PathBuf>,
     /// How long one read or connect may take before the request fails.
     pub timeout: Duration,
     /// Layers downloaded at once.
@@ -42,7 +47,13 @@ pub enum PlainHttp {
 
 impl Default for RemoteOptions {
     fn default() -> Self {
-        RemoteOptions { plain_http: PlainHttp::No, ca_file: None, timeout: Duration::from_secs(30), parallel: 3 }
+        RemoteOptions {
+            plain_http: PlainHttp::No,
+            ca_file: None,
+            certs_dirs: hosts::DEFAULT_DIRS.iter().map(PathBuf::from).collect(),
+            timeout: Duration::from_secs(30),
+            parallel: 3,
+        }
     }
 }
 
@@ -58,6 +69,17 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Hosts(#[from] hosts::HostsError),
+    #[error("the TLS settings for {registry} ({}) hold no certificate berth can read; give PEM certificates", .files.join(", "))]
+    BadCertificates {
+        registry: String,
+        files: Vec<String>,
+        #[source]
+        source: oci_client::errors::OciDistributionError,
+    },
+    #[error("{what}: {registry}'s TLS certificate {problem}")]
+    Tls { what: String, registry: String, problem: String },
     #[error("{what} at {registry}: wrong user name or password; log in again with `berth image login {registry}`")]
     Unauthorized { what: String, registry: String },
     #[error("{reference}: not found at the registry (no such image, tag, digest or blob)")]
@@ -125,12 +147,23 @@ impl Remote {
         };
         let tls = matches!(protocol, ClientProtocol::Https);
         let mut extra_root_certificates = Vec::new();
+        let mut files = Vec::new();
         if let Some(path) = &opts.ca_file {
             let data = std::fs::read(path).map_err(|source| RegistryError::CaFile { path: path.clone(), source })?;
+            files.push(path.display().to_string());
             extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
+        }
+        let node = if tls { hosts::for_registry(registry, &opts.certs_dirs)? } else { hosts::HostTls::default() };
+        for (path, data) in node.cas {
+            files.push(path.display().to_string());
+            extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
+        }
+        if let Some(file) = &node.skip_verify {
+            tracing::warn!(registry, hosts_toml = %file.display(), "skip_verify: the registry's TLS certificate is not checked");
         }
         let config = ClientConfig {
             protocol,
+            accept_invalid_certificates: node.skip_verify.is_some(),
             extra_root_certificates,
             read_timeout: Some(opts.timeout),
             connect_timeout: Some(opts.timeout),
@@ -142,7 +175,10 @@ impl Remote {
         };
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(RegistryError::Runtime)?;
         let auth = auth::credentials(registry)?;
-        Ok(Remote { rt, client: Client::new(config), auth, registry: registry.into(), timeout: opts.timeout, tls })
+        // (`Client::new` would fall back to a client without the CAs and
+        // timeouts when the config is refused.)
+        let client = Client::try_from(config).map_err(|source| RegistryError::BadCertificates { registry: registry.into(), files, source })?;
+        Ok(Remote { rt, client, auth, registry: registry.into(), timeout: opts.timeout, tls })
     }
 
     /// `what` failed at the registry: the error a user can act on.
@@ -179,23 +215,25 @@ impl Remote {
             E::RequestError(r) if r.status().is_some_and(|s| s.as_u16() == 404) => RegistryError::NotFound { reference: what },
             E::ServerError { code: 404, .. } => RegistryError::NotFound { reference: what },
             _ if self.tls && is_loopback(&self.registry) && not_tls(&e) => RegistryError::NotTls { what, registry: self.registry.clone(), source: e },
+            _ if self.tls => match certificate_problem(&e, &self.registry) {
+                Some(problem) => RegistryError::Tls { what, registry: self.registry.clone(), problem },
+                None => RegistryError::Remote { what, source: e },
+            },
             _ => RegistryError::Remote { what, source: e },
         }
     }
 }
 
-/// Whether `e` comes from a TLS handshake the server answered with
-/// something that is not TLS (a plain-HTTP server's reply).
-fn not_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+/// The errors of `e`'s chain, looking inside io errors too (an
+/// io::Error's `source()` skips the error it wraps, often another io::Error
+/// around rustls's).
+fn causes<'a>(e: &'a (dyn std::error::Error + 'static)) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
     let mut next = Some(e);
     while let Some(err) = next {
-        // An io::Error's source() skips the error it wraps (often another
-        // io::Error around rustls's): look inside each.
         let mut x = err;
         loop {
-            if matches!(x.downcast_ref::<rustls::Error>(), Some(rustls::Error::InvalidMessage(_))) {
-                return true;
-            }
+            out.push(x);
             match x.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
                 Some(inner) => x = inner,
                 None => break,
@@ -203,7 +241,35 @@ fn not_tls(e: &(dyn std::error::Error + 'static)) -> bool {
         }
         next = err.source();
     }
-    false
+    out
+}
+
+/// What is wrong with the registry's certificate, when `e` is a TLS
+/// verification failure: what a user can change, in a few words.
+fn certificate_problem(e: &(dyn std::error::Error + 'static), registry: &str) -> Option<String> {
+    use rustls::CertificateError as C;
+    let host = registry.rsplit_once(':').map(|(h, _)| h).unwrap_or(registry);
+    let trust = format!("give its CA with --ca-file FILE, or put it in /etc/docker/certs.d/{registry}/ca.crt");
+    causes(e).into_iter().find_map(|x| match x.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(c) => Some(match c {
+            C::UnknownIssuer => format!("is not signed by a CA berth trusts: {trust}"),
+            C::Expired | C::ExpiredContext { .. } => "has expired: renew it".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => "is not valid yet: check the clocks of this machine and the registry".into(),
+            C::NotValidForName | C::NotValidForNameContext { .. } => format!("does not name {host}: make one whose subjectAltName holds it"),
+            // webpki's error, which rustls carries as an opaque `Other`.
+            C::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => format!(
+                "is a CA certificate serving as the registry's own (what `openssl req -x509` makes unless told                  `-addext basicConstraints=critical,CA:FALSE`); berth's TLS (rustls) takes only server certificates:                  sign a server certificate for {host} with that CA and trust the CA, or set skip_verify = true in                  /etc/containerd/certs.d/{registry}/hosts.toml"
+            ),
+            other => format!("was refused ({other:?}): {trust}"),
+        }),
+        _ => None,
+    })
+}
+
+/// Whether `e` comes from a TLS handshake the server answered with
+/// something that is not TLS (a plain-HTTP server's reply).
+fn not_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    causes(e).into_iter().any(|x| matches!(x.downcast_ref::<rustls::Error>(), Some(rustls::Error::InvalidMessage(_))))
 }
 
 /// Checks `user`/`password` against `registry`, as `docker login` does: a
