@@ -8,6 +8,13 @@
 //! CRI is told to pass `berth.dev/*` pod and container annotations on, so
 //! grants made in a pod spec reach the shim.
 //!
+//! In schema 3 the install also lets containerd's transfer service unpack
+//! wasm images (`wasi/wasm`), beside this machine's own platform:
+//! containerd 2.3 refuses `ctr image import --platform wasi/wasm` (and
+//! pulls through the transfer service) when no unpack platform matches
+//! ("no unpack platforms defined"). An `unpack_config` list replaces
+//! containerd's default one, so the machine's platform is written too.
+//!
 //! A `runtimes` table in the file replaces containerd's built-in one (which
 //! holds just `runc`), so when the default runtime (`default_runtime_name`,
 //! `runc` unless set) has no entry of its own, berth writes containerd's
@@ -103,6 +110,9 @@ pub fn add_runtime(path: &str, text: &str) -> Result<Edit, InstallError> {
         }
         table[k] = value(list.into_iter().collect::<Array>());
     }
+    if version == 3 && !from_base {
+        add_wasm_unpack(doc.as_table_mut(), path)?;
+    }
     let after = doc.to_string();
     let edited = match after.strip_prefix(&before) {
         Some(appended) => format!("{before}{trailing}{appended}"),
@@ -168,6 +178,53 @@ fn table_at<'a>(mut table: &'a mut Table, keys: &[&str], path: &str) -> Result<&
     Ok(table)
 }
 
+/// The platform wasm images are unpacked for, and the table of the
+/// plugin that unpacks what containerd's transfer service imports and
+/// pulls.
+const WASM_PLATFORM: &str = "wasi/wasm";
+const TRANSFER_PLUGIN: &str = "io.containerd.transfer.v1.local";
+
+/// This machine's platform as containerd names it by default.
+fn host_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64/v8",
+        "arm" => "arm/v7",
+        other => other,
+    };
+    format!("linux/{arch}")
+}
+
+/// One `unpack_config` entry: `platform` onto containerd's default
+/// snapshotter (with the walking differ for a platform no differ names).
+fn unpack_entry(platform: &str, differ: bool) -> Table {
+    let mut t = Table::new();
+    t["platform"] = value(platform);
+    t["snapshotter"] = value("overlayfs");
+    if differ {
+        t["differ"] = value("walking");
+    }
+    t
+}
+
+/// Adds `wasi/wasm` to the transfer service's unpack platforms (the
+/// machine's own first, when the file lists none, as containerd's default
+/// list holds it).
+fn add_wasm_unpack(doc: &mut Table, path: &str) -> Result<(), InstallError> {
+    let key = format!("plugins.\"{TRANSFER_PLUGIN}\".unpack_config");
+    let transfer = table_at(doc, &["plugins", TRANSFER_PLUGIN], path)?;
+    let list = transfer.entry("unpack_config").or_insert_with(|| {
+        let mut list = toml_edit::ArrayOfTables::new();
+        list.push(unpack_entry(&host_platform(), false));
+        Item::ArrayOfTables(list)
+    });
+    let list = list.as_array_of_tables_mut().ok_or_else(|| InstallError::NotATable { path: path.into(), key })?;
+    if !list.iter().any(|t| t.get("platform").and_then(Item::as_str).is_some_and(|p| p.starts_with(WASM_PLATFORM))) {
+        list.push(unpack_entry(WASM_PLATFORM, true));
+    }
+    Ok(())
+}
+
 /// A unified diff of the edit, for `--dry-run`.
 pub fn diff(path: &str, old: &str, new: &str) -> String {
     similar::TextDiff::from_lines(old, new).unified_diff().header(path, &format!("{path} (with berth)")).to_string()
@@ -212,6 +269,21 @@ root = "/var/lib/containerd"
         assert_eq!(b["runtime_type"].as_str(), Some(RUNTIME_TYPE));
         let pods: Vec<&str> = b["pod_annotations"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
         assert_eq!(pods, ["x/*", "berth.dev/*"]);
+        // containerd 2.3's transfer service unpacks wasm images: wasi/wasm
+        // beside the machine's platform, once.
+        let platforms = |text: &str| -> Vec<String> {
+            let doc: DocumentMut = text.parse().unwrap();
+            let list = doc["plugins"][TRANSFER_PLUGIN]["unpack_config"].as_array_of_tables().expect("unpack_config");
+            list.iter().map(|t| t["platform"].as_str().unwrap().to_string()).collect()
+        };
+        assert_eq!(platforms(&e.new_text), [host_platform(), WASM_PLATFORM.to_string()], "{}", e.new_text);
+        let again = add_runtime("c.toml", &e.new_text).unwrap();
+        assert!(!again.changed, "{}", diff("c.toml", &e.new_text, &again.new_text));
+        // A list of the node's own keeps its entries, and gains wasi/wasm.
+        let own = format!("{v3}[[plugins.\"{TRANSFER_PLUGIN}\".unpack_config]]\nplatform = \"linux/amd64\"\nsnapshotter = \"erofs\"\n");
+        assert_eq!(platforms(&add_runtime("c.toml", &own).unwrap().new_text), ["linux/amd64", WASM_PLATFORM]);
+        // Schema 2 (containerd 1.x) has no such list.
+        assert!(!add_runtime("c.toml", DEBIAN_STOCK).unwrap().new_text.contains("unpack_config"));
     }
 
     /// Debian's stock /etc/containerd/config.toml, less its comments.

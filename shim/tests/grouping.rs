@@ -7,7 +7,7 @@ mod common;
 use berth_tests::guests;
 use common::ctr::*;
 use common::*;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 #[test]
@@ -65,7 +65,7 @@ fn concurrent_starts_of_one_group_share_one_shim() {
         let runs: Vec<_> = ids
             .iter()
             .map(|id| {
-                Command::new("ctr")
+                berth_tests::containerd::ctr_command()
                     .arg("--address")
                     .arg(env.c.socket())
                     .args(["--namespace", "berth-test", "run", "-d", "--null-io", "--annotation", &group, "--runtime", RUNTIME, "example.com/sleep:1", id])

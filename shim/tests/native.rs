@@ -6,7 +6,7 @@ mod common;
 
 use common::ctr::*;
 use common::*;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -124,7 +124,7 @@ fn slow_hooks_hold_up_only_their_own_container() {
     }
     let removals: Vec<_> = (0..n)
         .map(|i| {
-            Command::new("ctr")
+            berth_tests::containerd::ctr_command()
                 .arg("--address")
                 .arg(env.c.socket())
                 .args(["--namespace", "berth-test", "task", "rm", &format!("h{i}")])
@@ -146,7 +146,7 @@ fn slow_hooks_hold_up_only_their_own_container() {
     }
     // Every delete is inside its hook: the shim still serves the group's
     // other container.
-    let mut ps = Command::new("ctr")
+    let mut ps = berth_tests::containerd::ctr_command()
         .arg("--address")
         .arg(env.c.socket())
         .args(["--namespace", "berth-test", "task", "ps", "other"])

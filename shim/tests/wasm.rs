@@ -9,7 +9,7 @@ use berth_host::oci::image::build::{self, BuildOptions};
 use berth_tests::guests;
 use common::ctr::*;
 use common::*;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 #[test]
@@ -53,7 +53,7 @@ fn runs_hello_with_output_args_env_and_exit_codes() {
 #[test]
 fn stdin_reaches_the_guest_and_its_eof_too() {
     let env = Env::new(&[(guests::FILE_TOOL_P1, "example.com/tool:1")]);
-    let mut child = Command::new("ctr")
+    let mut child = berth_tests::containerd::ctr_command()
         .arg("--address")
         .arg(env.c.socket())
         .args(["--namespace", "berth-test", "run", "--rm", "--runtime", RUNTIME, "example.com/tool:1", "cat1", "/file-tool.wasm", "cat"])

@@ -17,6 +17,15 @@ pub struct Containerd {
     env: Vec<(String, String)>,
 }
 
+/// `ctr` of the containerd under test, without the deprecation warnings
+/// that containerd 2.2+ has it print first (a cgroup v1 host gets one on
+/// every call), which would reach the output the tests read.
+pub fn ctr_command() -> Command {
+    let mut cmd = Command::new(require("ctr"));
+    cmd.env("CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS", "1");
+    cmd
+}
+
 /// The path of `bin` on `PATH` (then in the usual directories).
 pub fn require(bin: &str) -> PathBuf {
     for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/bin", "/usr/sbin", "/usr/local/bin"]) {
@@ -93,7 +102,27 @@ state = "{p}/state"
 {nri}{tables}"#,
         // containerd 2.x serves NRI on one socket for the whole machine
         // (/var/run/nri/nri.sock): a second containerd would fail to start.
-        nri = if schema() == 3 { "[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = true\n" } else { "" },
+        // containerd 2.3's transfer service unpacks only the platforms it
+        // is given: wasm images too, on a node that runs them (as
+        // `berth install containerd` writes it).
+        nri = if schema() == 3 {
+            let arch = if cfg!(target_arch = "aarch64") { "arm64/v8" } else { "amd64" };
+            format!(
+                r#"[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+[plugins."io.containerd.transfer.v1.local"]
+  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    platform = "linux/{arch}"
+    snapshotter = "overlayfs"
+  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    platform = "wasi/wasm"
+    snapshotter = "overlayfs"
+    differ = "walking"
+"#
+            )
+        } else {
+            String::new()
+        },
         schema = schema(),
         p = p.display()
     )
@@ -205,14 +234,7 @@ impl Containerd {
 
     /// `ctr --address SOCK ARGS` in namespace `ns` (`k8s.io` is CRI's).
     pub fn ctr_in(&self, ns: &str, args: &[&str]) -> Output {
-        Command::new(require("ctr"))
-            .arg("--address")
-            .arg(self.socket())
-            .args(["--namespace", ns])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running ctr")
+        ctr_command().arg("--address").arg(self.socket()).args(["--namespace", ns]).args(args).stdin(Stdio::null()).output().expect("running ctr")
     }
 
     /// `ctr ARGS` with a terminal of its own for stdin, stdout and stderr
@@ -233,7 +255,7 @@ impl Containerd {
             unsafe { (std::fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s)) }
         };
         let stdio = || Stdio::from(slave.try_clone().expect("dup of the pty"));
-        let mut child = Command::new(require("ctr"))
+        let mut child = ctr_command()
             .arg("--address")
             .arg(self.socket())
             .args(["--namespace", "berth-test"])

@@ -45,7 +45,7 @@ impl Env {
 
     /// `ctr run` as a child process, for tests that act while it runs.
     pub fn spawn_run(&self, args: &[&str]) -> std::process::Child {
-        Command::new("ctr")
+        berth_tests::containerd::ctr_command()
             .arg("--address")
             .arg(self.c.socket())
             .args(["--namespace", "berth-test", "run"])
