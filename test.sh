@@ -103,7 +103,10 @@ cargo test --workspace "$@"
 # (the workspace run above used Debian 12's 1.6). The packages are fetched
 # and unpacked, not installed (tests/containerd-matrix.sh).
 log "fetching containerd 1.7 and 2.x (tests/containerd-matrix.sh)"
-mapfile -t releases < <(tests/containerd-matrix.sh)
+# (Not `< <(...)`: a failed fetch must fail the run, not skip the matrix.)
+fetched=$(tests/containerd-matrix.sh)
+mapfile -t releases <<<"$fetched"
+((${#releases[@]} == 2)) || { echo "tests/containerd-matrix.sh gave ${#releases[@]} releases, not 2: $fetched" >&2; exit 1; }
 for dir in "${releases[@]}"; do
   log "the containerd suites against $("$dir/usr/bin/containerd" --version | cut -d' ' -f3)"
   PATH="$dir/usr/bin:$PATH" cargo test --no-fail-fast --workspace \
