@@ -2,7 +2,10 @@
 """`berth serve` vs `wasmtime serve` on the same wasi:http component, same
 load generator (Debian's wrk), loopback, concurrency 50.
 
-Usage: serve.py BERTH WASMTIME COMPONENT [SECONDS] [ROUNDS]. wasmtime gets
+Usage: serve.py BERTH WASMTIME COMPONENT [SECONDS] [ROUNDS]
+       serve.py --ab BERTH_A BERTH_B COMPONENT [SECONDS] [ROUNDS]
+(the second form: two builds of berth, e.g. before and after a change).
+wasmtime gets
 `-Scli` (the wasi:cli imports a Rust std component has; berth links all of
 WASI p2). Rounds alternate
 between the two servers; each round is `wrk -t2 -c50 -dSECONDS --latency`
@@ -35,10 +38,17 @@ def load(port, seconds):
 
 
 def main():
-    berth, wasmtime, component = sys.argv[1:4]
-    seconds = int(sys.argv[4]) if len(sys.argv) > 4 else 10
-    rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 3
-    servers = loopback_servers(berth, wasmtime, component)
+    args = sys.argv[1:]
+    ab = bool(args) and args[0] == "--ab"
+    if ab:
+        args = args[1:]
+    berth, other, component = args[0:3]
+    seconds = int(args[3]) if len(args) > 3 else 10
+    rounds = int(args[4]) if len(args) > 4 else 3
+    if ab:
+        servers = {name: (lambda b: lambda p: [b, "serve", component, "--addr", f"127.0.0.1:{p}"])(b) for name, b in [("berth serve A", berth), ("berth serve B", other)]}
+    else:
+        servers = loopback_servers(berth, other, component)
     results = {name: [] for name in servers}
     for r in range(rounds):
         for name, cmd in servers.items():
@@ -56,10 +66,10 @@ def main():
         for i, (rps, p50, p99) in enumerate(rs):
             print(f"| {name} | {i + 1} | {rps:.0f} | {p50:.2f} | {p99:.2f} |")
     med = {n: [statistics.median(x[i] for x in rs) for i in range(3)] for n, rs in results.items()}
-    b, w = med["berth serve"], med["wasmtime serve"]
+    (bn, b), (wn, w) = med.items()
     print()
-    print(f"medians: berth {b[0]:.0f} req/s, p50 {b[1]:.2f} ms, p99 {b[2]:.2f} ms; wasmtime {w[0]:.0f} req/s, p50 {w[1]:.2f} ms, p99 {w[2]:.2f} ms")
-    print(f"ratio berth / wasmtime: requests/s **{b[0] / w[0]:.2f}**, p99 **{b[2] / w[2]:.2f}**")
+    print(f"medians: {bn} {b[0]:.0f} req/s, p50 {b[1]:.2f} ms, p99 {b[2]:.2f} ms; {wn} {w[0]:.0f} req/s, p50 {w[1]:.2f} ms, p99 {w[2]:.2f} ms")
+    print(f"ratio {bn} / {wn}: requests/s **{b[0] / w[0]:.2f}**, p99 **{b[2] / w[2]:.2f}**")
 
 
 if __name__ == "__main__":
