@@ -136,8 +136,7 @@ fn from_params(params: BootstrapParams, flags: &Flags) -> Result<StartRequest, B
     // The `-debug` flag is passed alongside, as containerd's own shims
     // read it.
     opts.debug |= flags.debug;
-    let options: Vec<&Any> = opts.extensions.iter().collect();
-    let config = match options.as_slice() {
+    let config = match opts.extensions.as_slice() {
         [] => ShimConfig::default(),
         // The one extension containerd 2.3 sends is the runtime's options;
         // one of another type is the options of another runtime, which

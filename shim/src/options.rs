@@ -3,7 +3,8 @@
 //!
 //! containerd passes a runtime's `options` to its shim's `start` as a
 //! protobuf `Any`: on stdin itself before 2.3, as an extension of the
-//! `BootstrapParams` on stdin from 2.3 on (see `bootstrap`). For a runtime type it does not know (berth's), that is
+//! `BootstrapParams` on stdin from 2.3 on (see `bootstrap`). For a
+//! runtime type it does not know (berth's), that is
 //! `runtimeoptions.v1.Options`, whose `ConfigPath` names a file of the
 //! runtime's own: for berth, a TOML file such as
 //!
@@ -72,15 +73,10 @@ pub fn from_options(input: &[u8]) -> Result<ShimConfig, OptionsError> {
     from_any(&Any::parse_from_bytes(input).map_err(OptionsError::Malformed)?)
 }
 
-/// Whether `any` holds runtime options of the type berth takes. (containerd
+/// The config the runtime options `any` name or carry. (containerd
 /// writes bare type names; protobuf's own `Any` prefixes a host.)
-pub fn is_runtime_options(any: &Any) -> bool {
-    any.type_url.rsplit('/').next() == Some(RUNTIME_OPTIONS)
-}
-
-/// The config the runtime options `any` name or carry.
 pub fn from_any(any: &Any) -> Result<ShimConfig, OptionsError> {
-    if !is_runtime_options(any) {
+    if any.type_url.rsplit('/').next() != Some(RUNTIME_OPTIONS) {
         return Err(OptionsError::Type(any.type_url.clone()));
     }
     let options = Options::parse_from_bytes(&any.value).map_err(OptionsError::Malformed)?;

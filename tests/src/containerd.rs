@@ -99,13 +99,13 @@ state = "{p}/state"
   address = "{p}/debug.sock"
 [metrics]
   address = ""
-{nri}{tables}"#,
+{v3_plugins}{tables}"#,
         // containerd 2.x serves NRI on one socket for the whole machine
         // (/var/run/nri/nri.sock): a second containerd would fail to start.
         // containerd 2.3's transfer service unpacks only the platforms it
         // is given: wasm images too, on a node that runs them (as
         // `berth install containerd` writes it).
-        nri = if schema() == 3 {
+        v3_plugins = if schema() == 3 {
             let arch = if cfg!(target_arch = "aarch64") { "arm64/v8" } else { "amd64" };
             format!(
                 r#"[plugins."io.containerd.nri.v1.nri"]

@@ -146,18 +146,17 @@ impl Remote {
             PlainHttp::Loopback | PlainHttp::Forced => ClientProtocol::Http,
         };
         let tls = matches!(protocol, ClientProtocol::Https);
-        let mut extra_root_certificates = Vec::new();
-        let mut files = Vec::new();
+        // The CAs to trust beside the system's: --ca-file's, then the
+        // node's certs.d.
+        let mut cas = Vec::new();
         if let Some(path) = &opts.ca_file {
             let data = std::fs::read(path).map_err(|source| RegistryError::CaFile { path: path.clone(), source })?;
-            files.push(path.display().to_string());
-            extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
+            cas.push((path.clone(), data));
         }
         let node = if tls { hosts::for_registry(registry, &opts.certs_dirs)? } else { hosts::HostTls::default() };
-        for (path, data) in node.cas {
-            files.push(path.display().to_string());
-            extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
-        }
+        cas.extend(node.cas);
+        let files: Vec<String> = cas.iter().map(|(path, _)| path.display().to_string()).collect();
+        let extra_root_certificates = cas.into_iter().map(|(_, data)| Certificate { encoding: CertificateEncoding::Pem, data }).collect();
         if let Some(file) = &node.skip_verify {
             tracing::warn!(registry, hosts_toml = %file.display(), "skip_verify: the registry's TLS certificate is not checked");
         }
@@ -258,7 +257,10 @@ fn certificate_problem(e: &(dyn std::error::Error + 'static), registry: &str) ->
             C::NotValidForName | C::NotValidForNameContext { .. } => format!("does not name {host}: make one whose subjectAltName holds it"),
             // webpki's error, which rustls carries as an opaque `Other`.
             C::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => format!(
-                "is a CA certificate serving as the registry's own (what `openssl req -x509` makes unless told                  `-addext basicConstraints=critical,CA:FALSE`); berth's TLS (rustls) takes only server certificates:                  sign a server certificate for {host} with that CA and trust the CA, or set skip_verify = true in                  /etc/containerd/certs.d/{registry}/hosts.toml"
+                "is a CA certificate serving as the registry's own (what `openssl req -x509` makes unless told \
+                 `-addext basicConstraints=critical,CA:FALSE`); berth's TLS (rustls) takes only server certificates: \
+                 sign a server certificate for {host} with that CA and trust the CA, or set skip_verify = true in \
+                 /etc/containerd/certs.d/{registry}/hosts.toml"
             ),
             other => format!("was refused ({other:?}): {trust}"),
         }),
